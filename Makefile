@@ -1,0 +1,51 @@
+# The two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := scripts/services
+# Connection settings of the local services, exported for the step that needs them.
+WITH_SERVICES = set -a && eval "$$($(SERVICES) env)" && set +a &&
+
+.PHONY: run test check lint typecheck pytest services services-down status venv demo clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+services:
+	$(SERVICES) up
+
+services-down:
+	$(SERVICES) down
+
+status:
+	$(SERVICES) status
+
+.env:
+	cp .env.example .env
+
+demo: venv services
+	$(WITH_SERVICES) $(BIN)/python scripts/demo_data.py
+
+run: venv services .env demo
+	$(BIN)/backvault serve
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv services
+	$(WITH_SERVICES) $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

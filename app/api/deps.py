@@ -1,0 +1,44 @@
+"""Dependencies shared by the routers: settings, the current user and role checks."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from app.config import Settings
+from app.errors import AuthenticationError, PermissionDeniedError
+from app.models.user import Role, User
+from app.services.auth import decode_token, user_for_claims
+
+bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def current_user(settings: SettingsDep,
+                       token: Annotated[str | None, Depends(bearer)]) -> User:
+    if not token:
+        raise AuthenticationError("Not authenticated")
+    return await user_for_claims(decode_token(token, settings))
+
+
+def require_role(needed: Role) -> Callable[[User], Awaitable[User]]:
+    async def check(user: Annotated[User, Depends(current_user)]) -> User:
+        if not user.role.allows(needed):
+            raise PermissionDeniedError(f"This action needs the {needed.value} role",
+                                        {"required": needed.value, "role": user.role.value})
+        return user
+
+    return check
+
+
+CurrentUser = Annotated[User, Depends(require_role(Role.viewer))]
+AdminUser = Annotated[User, Depends(require_role(Role.admin))]
+SuperUser = Annotated[User, Depends(require_role(Role.superadmin))]

@@ -1,0 +1,308 @@
+"""Settings: the only place the environment is read (prefix BACKUP_, groups split by `__`)."""
+
+import re
+import zoneinfo
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.scheduler.cron import validate_crontab
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class SourceKind(StrEnum):
+    postgres = "postgres"
+    mongodb = "mongodb"
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _empty_as_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Crontab = Annotated[str, AfterValidator(validate_crontab)]
+SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+# age X25519 recipient: "age1" + 58 bech32 characters.
+AgeRecipient = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
+
+
+class SystemSettings(Group):
+    enabled: bool = True
+    timezone: str = "UTC"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    environment: Environment = Environment.development
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    replica_id: Annotated[str | None, BeforeValidator(_empty_as_none)] = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+class CatalogSettings(Group):
+    mongo_uri: SecretStr = SecretStr("mongodb://127.0.0.1:57017/")
+    database: str = Field(default="backvault", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    # The service's own catalog database is backed up as a source of this name.
+    source_name: Annotated[SourceName | None, BeforeValidator(_empty_as_none)] = "catalog"
+
+
+class SourceSettings(Group):
+    name: SourceName
+    kind: SourceKind
+    uri: SecretStr
+    database: str | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _uri_matches_kind(self) -> "SourceSettings":
+        scheme = urlsplit(self.uri.get_secret_value()).scheme
+        allowed = {
+            SourceKind.postgres: {"postgres", "postgresql"},
+            SourceKind.mongodb: {"mongodb", "mongodb+srv"},
+        }[self.kind]
+        if scheme not in allowed:
+            raise ValueError(f"source {self.name!r}: a {self.kind} URI must start with "
+                             f"{' or '.join(sorted(s + '://' for s in allowed))}")
+        return self
+
+    def database_name(self) -> str:
+        """The database to back up: explicit, else the URI's path."""
+        if self.database:
+            return self.database
+        path = urlsplit(self.uri.get_secret_value()).path.lstrip("/")
+        return path or ("postgres" if self.kind is SourceKind.postgres else "test")
+
+
+class StorageBackend(StrEnum):
+    local = "local"
+    s3 = "s3"
+
+
+class StorageSettings(Group):
+    backend: StorageBackend = StorageBackend.local
+    local_dir: Path = Path("./backups")
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_endpoint_url: Annotated[HttpUrl | None, BeforeValidator(_empty_as_none)] = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_prefix: str = "backvault"
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> "StorageSettings":
+        if self.backend is StorageBackend.s3 and not self.s3_bucket:
+            raise ValueError("storage.backend is s3 but storage.s3_bucket is not set")
+        return self
+
+
+class CompressionAlgorithm(StrEnum):
+    zstd = "zstd"
+    gzip = "gzip"
+    none = "none"
+
+
+class CompressionSettings(Group):
+    algorithm: CompressionAlgorithm = CompressionAlgorithm.zstd
+    level: int = 3
+    threads: int = Field(default=0, ge=-1, le=64, description="zstd workers; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _level_in_range(self) -> "CompressionSettings":
+        bounds = {CompressionAlgorithm.zstd: (1, 22), CompressionAlgorithm.gzip: (1, 9),
+                  CompressionAlgorithm.none: (0, 22)}[self.algorithm]
+        if not bounds[0] <= self.level <= bounds[1]:
+            raise ValueError(f"compression level for {self.algorithm} must be between "
+                             f"{bounds[0]} and {bounds[1]}")
+        return self
+
+
+class EncryptionSettings(Group):
+    # Public keys only: backing up never needs the secret identity.
+    recipients: list[AgeRecipient] = []
+    identity_file: Annotated[Path | None, BeforeValidator(_empty_as_none)] = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
+
+
+class ScheduleSettings(Group):
+    daily: Crontab = "0 2 * * *"
+    weekly: Crontab = "0 3 * * 0"
+    monthly: Crontab = "0 4 1 * *"
+    cleanup: Crontab = "0 5 * * 0"
+    stats_report: Crontab = "0 5 * * 0"
+    health_check: Crontab = "0 6 1 * *"
+    daily_retention_days: int = Field(default=7, ge=1, le=365)
+    weekly_retention_days: int = Field(default=30, ge=1, le=365)
+    monthly_retention_days: int = Field(default=90, ge=1, le=365)
+
+
+class RetentionSettings(Group):
+    days: int = Field(default=30, ge=1, le=365)
+    max_count: int = Field(default=30, ge=1)
+    min_count: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "RetentionSettings":
+        if self.min_count > self.max_count:
+            raise ValueError("retention.min_count cannot exceed retention.max_count")
+        return self
+
+
+class LimitSettings(Group):
+    max_size_mb: int = Field(default=1000, ge=1)
+    timeout_seconds: int = Field(default=3600, ge=1)
+    max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+
+
+class ContentSettings(Group):
+    enabled: bool = True
+    concurrency: int = Field(default=3, ge=1, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    max_file_size: int = Field(default=100 * 1024 * 1024, ge=1)
+    ipfs_gateways: list[HttpUrl] = []
+    gaia_hubs: list[HttpUrl] = []
+
+
+class NotificationSettings(Group):
+    # Apprise URLs embed credentials, so each one is a secret.
+    urls: list[SecretStr] = []
+    on_success: bool = True
+    on_failure: bool = True
+    on_restore: bool = True
+    on_cleanup: bool = True
+    on_stats_report: bool = True
+    on_health: bool = True
+
+
+class AuthSettings(Group):
+    jwt_secret: SecretStr = SecretStr("change-me-development-only-jwt-secret")
+    jwt_issuer: str = "backvault"
+    jwt_audience: str = "backvault-api"
+    token_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    bootstrap_username: str | None = "admin"
+    bootstrap_email: str | None = "admin@localhost"
+    bootstrap_password: SecretStr | None = SecretStr("change-me-admin")
+
+
+PLACEHOLDER = re.compile(r"^(change[-_]?me|your[-_]|placeholder|example|secret$|password$)",
+                         re.IGNORECASE)
+
+
+def is_placeholder(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(PLACEHOLDER.match(secret.get_secret_value()))
+
+
+class Settings(BaseSettings):
+    """Every setting of the service, grouped as in `.env.example`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BACKUP_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    system: SystemSettings = SystemSettings()
+    catalog: CatalogSettings = CatalogSettings()
+    sources: list[SourceSettings] = []
+    storage: StorageSettings = StorageSettings()
+    compression: CompressionSettings = CompressionSettings()
+    encryption: EncryptionSettings = EncryptionSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+    retention: RetentionSettings = RetentionSettings()
+    limits: LimitSettings = LimitSettings()
+    content: ContentSettings = ContentSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Settings":
+        names = [s.name for s in self.sources]
+        if self.catalog.source_name:
+            names.append(self.catalog.source_name)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        if self.system.environment is not Environment.development:
+            self._refuse_placeholders()
+        return self
+
+    def _refuse_placeholders(self) -> None:
+        named: dict[str, SecretStr | None] = {
+            "BACKUP_AUTH__JWT_SECRET": self.auth.jwt_secret,
+            "BACKUP_AUTH__BOOTSTRAP_PASSWORD": self.auth.bootstrap_password,
+            "BACKUP_STORAGE__S3_ACCESS_KEY": self.storage.s3_access_key,
+            "BACKUP_STORAGE__S3_SECRET_KEY": self.storage.s3_secret_key,
+        }
+        bad = [name for name, value in named.items() if is_placeholder(value)]
+        if len(self.auth.jwt_secret.get_secret_value()) < 32:
+            bad.append("BACKUP_AUTH__JWT_SECRET (needs at least 32 characters)")
+        if bad:
+            raise ValueError(
+                f"placeholder or weak secrets are refused in {self.system.environment} mode: "
+                + ", ".join(bad)
+            )
+
+    def all_sources(self) -> list[SourceSettings]:
+        """Configured sources plus the service's own catalog database."""
+        sources = list(self.sources)
+        if self.catalog.source_name:
+            sources.append(SourceSettings(
+                name=self.catalog.source_name, kind=SourceKind.mongodb,
+                uri=self.catalog.mongo_uri, database=self.catalog.database,
+            ))
+        return sources
+
+    def source(self, name: str) -> SourceSettings | None:
+        return next((s for s in self.all_sources() if s.name == name), None)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def public_view(value: Any) -> Any:
+    """Settings as JSON-ready data with every secret replaced by a marker."""
+    if isinstance(value, SecretStr):
+        return "<redacted>" if value.get_secret_value() else None
+    if isinstance(value, BaseModel):
+        return {name: public_view(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list):
+        return [public_view(v) for v in value]
+    if isinstance(value, Path | HttpUrl):
+        return str(value)
+    return value

@@ -1,0 +1,49 @@
+"""create_app(): the FastAPI application and its lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from app.api import auth, backups, jobs, system
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.services.auth import bootstrap_superadmin
+from app.services.catalog_db import open_catalog
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.system.log_level)
+        app.state.mongo = await open_catalog(settings)
+        created = await bootstrap_superadmin(settings)
+        if created is not None:
+            log.info("bootstrap superadmin created", username=created.username)
+        log.info("backvault started", environment=settings.system.environment.value,
+                 catalog_database=settings.catalog.database)
+        try:
+            yield
+        finally:
+            await app.state.mongo.close()
+
+    app = FastAPI(
+        title="Backvault",
+        version="0.1.0",
+        description="Backups of PostgreSQL, MongoDB, IPFS and Gaia content: scheduled, "
+        "streamed, encrypted, verified and restorable with stock tools.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(auth.router)
+    app.include_router(jobs.router)
+    app.include_router(backups.router)
+    return app

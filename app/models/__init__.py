@@ -1,0 +1,9 @@
+"""Beanie documents and the API schemas beside them."""
+
+from beanie import Document
+
+from app.models.backup import Backup
+from app.models.job import BackupJob
+from app.models.user import User
+
+DOCUMENT_MODELS: list[type[Document]] = [Backup, BackupJob, User]

@@ -1,0 +1,117 @@
+"""BackupJob: every operation the service runs, with its progress and lease."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from beanie import Document, PydanticObjectId
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from app.models.common import ApiSchema, document_alias, utcnow
+
+
+class JobKind(StrEnum):
+    database = "database"
+    content = "content"
+    full = "full"
+    verify = "verify"
+    restore = "restore"
+    cleanup = "cleanup"
+    export = "export"
+
+
+class JobTrigger(StrEnum):
+    api = "api"
+    cli = "cli"
+    schedule = "schedule"
+    system = "system"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    interrupted = "interrupted"
+
+
+FINISHED_JOB_STATUSES = (JobStatus.completed, JobStatus.failed, JobStatus.interrupted)
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True)
+
+    phase: str | None = None
+    bytes_read: int = 0
+    bytes_written: int = 0
+    items_done: int = 0
+    items_total: int | None = None
+    message: str | None = None
+
+
+class BackupJob(Document):
+    model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True,
+                              validate_assignment=True)
+
+    kind: JobKind
+    trigger: JobTrigger = JobTrigger.api
+    status: JobStatus = JobStatus.queued
+    source: str | None = None
+    backup_id: PydanticObjectId | None = None
+    schedule_id: PydanticObjectId | None = None
+    requested_by: PydanticObjectId | None = None
+    params: dict[str, Any] = {}
+    progress: JobProgress = JobProgress()
+    result: dict[str, Any] = {}
+    error: str | None = None
+    attempts: int = Field(default=0, ge=0)
+    max_attempts: int = Field(default=1, ge=1)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+
+    class Settings:
+        name = "backup_jobs"
+        indexes = [
+            IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)]),
+            IndexModel([("createdAt", DESCENDING)]),
+            IndexModel([("kind", ASCENDING)]),
+            IndexModel([("backupId", ASCENDING)]),
+        ]
+
+
+class JobOut(ApiSchema):
+    id: PydanticObjectId
+    kind: JobKind
+    trigger: JobTrigger
+    status: JobStatus
+    source: str | None
+    backup_id: PydanticObjectId | None
+    schedule_id: PydanticObjectId | None
+    requested_by: PydanticObjectId | None
+    params: dict[str, Any]
+    progress: JobProgress
+    result: dict[str, Any]
+    error: str | None
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_owner: str | None
+    heartbeat_at: datetime | None
+    duration_ms: int | None = None
+
+
+class JobFilter(ApiSchema):
+    page: int = Field(default=1, ge=1, le=100_000)
+    limit: int = Field(default=20, ge=1, le=100)
+    status: JobStatus | None = None
+    kind: JobKind | None = None
+    source: str | None = Field(default=None, max_length=63)

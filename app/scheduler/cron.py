@@ -1,0 +1,120 @@
+"""Standard crontab expressions turned into APScheduler triggers.
+
+APScheduler 3.x numbers weekdays from Monday (0) and ANDs day-of-month with
+day-of-week; crontab numbers from Sunday (0 and 7) and ORs the two when both are
+restricted. We keep the crontab meaning.
+"""
+
+from dataclasses import dataclass
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+@dataclass(frozen=True)
+class CronField:
+    name: str
+    low: int
+    high: int
+    names: tuple[str, ...] = ()
+
+
+FIELDS = (
+    CronField("minute", 0, 59),
+    CronField("hour", 0, 23),
+    CronField("day_of_month", 1, 31),
+    CronField("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug",
+                               "sep", "oct", "nov", "dec")),
+    CronField("day_of_week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+APS_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _value(spec: CronField, token: str) -> int:
+    lowered = token.lower()
+    if lowered in spec.names:
+        return spec.names.index(lowered) + (1 if spec.name == "month" else 0)
+    if not token.isdigit():
+        raise ValueError(f"{spec.name}: {token!r} is not a number"
+                         + (f" or one of {', '.join(spec.names)}" if spec.names else ""))
+    number = int(token)
+    if not spec.low <= number <= spec.high:
+        raise ValueError(f"{spec.name}: {number} is outside {spec.low}-{spec.high}")
+    return number
+
+
+def expand_field(spec: CronField, text: str) -> set[int]:
+    """The set of values a crontab field selects; ValueError names the field."""
+    values: set[int] = set()
+    for part in text.split(","):
+        if not part:
+            raise ValueError(f"{spec.name}: empty list item in {text!r}")
+        base, _, step_text = part.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ValueError(f"{spec.name}: step {step_text!r} must be a positive number")
+            step = int(step_text)
+        if base == "*":
+            low, high = spec.low, spec.high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            low, high = _value(spec, first), _value(spec, last)
+            if low > high:
+                raise ValueError(f"{spec.name}: range {base!r} runs backwards")
+        else:
+            low = _value(spec, base)
+            high = spec.high if step_text else low
+        values.update(range(low, high + 1, step))
+    if spec.name == "day_of_week" and 7 in values:
+        values.discard(7)
+        values.add(0)
+    return values
+
+
+def _split(expression: str) -> list[str]:
+    expression = MACROS.get(expression.strip().lower(), expression)
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"cron expression {expression!r} must have 5 fields "
+            f"(minute hour day_of_month month day_of_week), got {len(parts)}"
+        )
+    return parts
+
+
+def validate_crontab(expression: str) -> str:
+    """Check a crontab expression, naming the bad field in the error."""
+    for spec, text in zip(FIELDS, _split(expression), strict=True):
+        expand_field(spec, text)
+    return expression.strip()
+
+
+def crontab_trigger(expression: str, timezone: str) -> BaseTrigger:
+    """An APScheduler trigger that fires exactly when crontab would."""
+    minute, hour, dom, month, dow = _split(expression)
+    for spec, text in zip(FIELDS, (minute, hour, dom, month, dow), strict=True):
+        expand_field(spec, text)
+    days = sorted(expand_field(FIELDS[4], dow))
+    weekday_names = ",".join(APS_WEEKDAYS[d] for d in days)
+
+    def cron(day: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=day_of_week, timezone=timezone)
+
+    dom_restricted = not dom.startswith("*")
+    dow_restricted = not dow.startswith("*")
+    if dom_restricted and dow_restricted:
+        return OrTrigger([cron(dom, "*"), cron("*", weekday_names)])
+    return cron(dom, weekday_names if dow_restricted else "*")

@@ -1,0 +1,31 @@
+"""The catalog's MongoDB connection and Beanie initialisation."""
+
+import asyncio
+from typing import Any
+
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from app.config import Settings
+from app.models import DOCUMENT_MODELS
+
+MongoClient = AsyncMongoClient[dict[str, Any]]
+
+
+async def open_catalog(settings: Settings) -> MongoClient:
+    """Connect, then create the collections' indexes through Beanie."""
+    client: MongoClient = AsyncMongoClient(settings.catalog.mongo_uri.get_secret_value(),
+                                           tz_aware=True, serverSelectionTimeoutMS=10_000,
+                                           appname="backvault")
+    await init_beanie(database=client[settings.catalog.database],
+                      document_models=DOCUMENT_MODELS)
+    return client
+
+
+async def ping_catalog(client: MongoClient, timeout: float = 3.0) -> bool:
+    try:
+        await asyncio.wait_for(client.admin.command("ping"), timeout)
+    except (PyMongoError, TimeoutError):
+        return False
+    return True
