@@ -1,0 +1,1 @@
+"""Byte pipelines: async iterators of bytes through compression, encryption and digests."""

@@ -1,0 +1,16 @@
+"""Where artifacts live: one small Protocol, a local directory and S3."""
+
+from app.config import Settings, StorageBackend
+from app.services.storage.base import ObjectInfo, Storage, StorageError
+from app.services.storage.local import LocalStorage
+from app.services.storage.s3 import S3Storage
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    if settings.storage.backend is StorageBackend.s3:
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.storage.local_dir)
+
+
+__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "StorageError",
+           "storage_from_settings"]

@@ -1,0 +1,57 @@
+"""The storage interface every backend implements."""
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from app.errors import AppError, NotFoundError
+from app.services.pipeline.stages import Chunks
+
+
+class StorageError(AppError):
+    status_code = 502
+    code = "storage_error"
+
+
+class ObjectNotFound(NotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+def check_key(key: str) -> str:
+    """Keys are relative, slash-separated and never climb out of the root."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"Invalid storage key {key!r}")
+    return key
+
+
+class Storage(Protocol):
+    name: str
+
+    async def put(self, key: str, chunks: Chunks) -> int:
+        """Store the stream under key, all or nothing; returns the size written."""
+        ...
+
+    def get(self, key: str) -> Chunks:
+        """The stored bytes as a stream; ObjectNotFound if absent."""
+        ...
+
+    async def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def list_objects(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove key; absent keys are fine."""
+        ...
+
+    def describe(self, key: str) -> str:
+        """Where key is, for people (path or s3:// URL)."""
+        ...

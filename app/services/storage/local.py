@@ -1,0 +1,103 @@
+"""A local directory: write to a partial name, fsync, rename; never a half file."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.services.pipeline.stages import CHUNK, Chunks
+from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
+
+PARTIAL = ".partial-"
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def describe(self, key: str) -> str:
+        return str(self._path(key))
+
+    async def put(self, key: str, chunks: Chunks) -> int:
+        final = self._path(key)
+        partial = final.with_name(f"{final.name}{PARTIAL}{uuid.uuid4().hex}")
+        size = 0
+        try:
+            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
+            handle = await asyncio.to_thread(open, partial, "xb")
+            try:
+                async with aclosing(chunks) as source:
+                    async for chunk in source:
+                        await asyncio.to_thread(handle.write, chunk)
+                        size += len(chunk)
+                await asyncio.to_thread(handle.flush)
+                await asyncio.to_thread(os.fsync, handle.fileno())
+            finally:
+                await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(os.replace, partial, final)
+            await asyncio.to_thread(_fsync_dir, final.parent)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(partial.unlink, missing_ok=True))
+            raise
+        return size
+
+    async def get(self, key: str) -> Chunks:
+        path = self._path(key)
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(f"No stored object {key}") from exc
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                yield chunk
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = await asyncio.to_thread(self._path(key).stat)
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    async def list_objects(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
+        def walk() -> list[ObjectInfo]:
+            if not self.root.exists():
+                return []
+            found = []
+            for dirpath, _, files in os.walk(self.root):
+                for name in files:
+                    if PARTIAL in name:
+                        continue
+                    path = Path(dirpath) / name
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        st = path.stat()
+                        found.append(ObjectInfo(key, st.st_size,
+                                                datetime.fromtimestamp(st.st_mtime, UTC)))
+            return sorted(found, key=lambda o: o.key)
+
+        for info in await asyncio.to_thread(walk):
+            yield info
+
+    async def delete(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Cannot delete {key}: {exc.strerror}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

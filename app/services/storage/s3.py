@@ -1,0 +1,221 @@
+"""S3-compatible storage through aioboto3: multipart with bounded memory, aborted on failure."""
+
+import asyncio
+import builtins
+import math
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from app.config import Settings
+from app.services.pipeline.stages import CHUNK, Chunks
+from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
+
+MIN_PART = 8 * 1024 * 1024
+MAX_PARTS = 10_000
+
+
+def part_size_for(max_object_bytes: int) -> int:
+    """The smallest part size (whole MiB, at least 8) that fits max_object_bytes in 10,000 parts."""
+    needed = math.ceil(max_object_bytes / MAX_PARTS)
+    mib = 1024 * 1024
+    return max(MIN_PART, math.ceil(needed / mib) * mib)
+
+
+class S3Storage:
+    name = "s3"
+
+    def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
+                 region: str = "us-east-1", access_key: str | None = None,
+                 secret_key: str | None = None, max_object_bytes: int = 5 * 1024 ** 4) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.part_size = part_size_for(max_object_bytes)
+        self._session = aioboto3.Session()
+        self._client_args: dict[str, Any] = {
+            "endpoint_url": endpoint_url, "region_name": region,
+            "aws_access_key_id": access_key, "aws_secret_access_key": secret_key,
+            "config": Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                             retries={"max_attempts": 3, "mode": "standard"},
+                             connect_timeout=10, read_timeout=120),
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "S3Storage":
+        s = settings.storage
+        if not s.s3_bucket:
+            raise StorageError("storage.s3_bucket is not set")
+        return cls(
+            s.s3_bucket, prefix=s.s3_prefix,
+            endpoint_url=str(s.s3_endpoint_url).rstrip("/") if s.s3_endpoint_url else None,
+            region=s.s3_region,
+            access_key=s.s3_access_key.get_secret_value() if s.s3_access_key else None,
+            secret_key=s.s3_secret_key.get_secret_value() if s.s3_secret_key else None,
+            # Headroom over the backup size limit: compression can expand incompressible data.
+            max_object_bytes=int(settings.limits.max_size_mb * 1024 * 1024 * 1.1) + MIN_PART,
+        )
+
+    def _client(self) -> Any:
+        return self._session.client("s3", **self._client_args)
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _unprefix(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def describe(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    async def ensure_bucket(self) -> None:
+        async with self._client() as s3:
+            try:
+                await s3.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _status(exc) != 404:
+                    raise StorageError(
+                        f"Cannot reach bucket {self.bucket}: {_reason(exc)}") from exc
+                await s3.create_bucket(Bucket=self.bucket)
+
+    async def put(self, key: str, chunks: Chunks) -> int:
+        full = self._key(key)
+        buffer = bytearray()
+        size = 0
+        upload_id: str | None = None
+        parts: list[dict[str, Any]] = []
+        in_flight: asyncio.Task[None] | None = None
+        async with self._client() as s3:
+
+            async def send_part(number: int, data: bytes) -> None:
+                response = await s3.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                PartNumber=number, Body=data)
+                parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+            try:
+                async with aclosing(chunks) as source:
+                    async for chunk in source:
+                        buffer += chunk
+                        size += len(chunk)
+                        while len(buffer) >= self.part_size:
+                            if upload_id is None:
+                                created = await s3.create_multipart_upload(Bucket=self.bucket,
+                                                                           Key=full)
+                                upload_id = created["UploadId"]
+                            if in_flight is not None:
+                                await in_flight  # at most one part uploading, one filling
+                            number = len(parts) + 1
+                            if number > MAX_PARTS:
+                                raise StorageError("Object exceeds 10,000 multipart parts")
+                            data = bytes(buffer[:self.part_size])
+                            del buffer[:self.part_size]
+                            in_flight = asyncio.create_task(send_part(number, data))
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                if upload_id is None:
+                    await s3.put_object(Bucket=self.bucket, Key=full, Body=bytes(buffer))
+                    return size
+                if buffer:
+                    await send_part(len(parts) + 1, bytes(buffer))
+                await s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id,
+                    MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
+            except BaseException as exc:
+                if in_flight is not None:
+                    in_flight.cancel()
+                    await asyncio.gather(in_flight, return_exceptions=True)
+                if upload_id is not None:
+                    await asyncio.shield(self._abort(s3, full, upload_id))
+                if isinstance(exc, ClientError | BotoCoreError):
+                    raise StorageError(f"Upload to {self.describe(key)} failed: "
+                                       f"{_reason(exc)}") from exc
+                raise
+        return size
+
+    async def _abort(self, s3: Any, full: str, upload_id: str) -> None:
+        try:
+            await s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            # The endpoint may be gone; the upload is still invisible until completed.
+            pass
+
+    async def get(self, key: str) -> Chunks:
+        async with self._client() as s3:
+            try:
+                response = await s3.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    raise ObjectNotFound(f"No stored object {key}") from exc
+                raise StorageError(f"Cannot read {self.describe(key)}: {_reason(exc)}") from exc
+            body = response["Body"]
+            try:
+                while chunk := await body.read(CHUNK):
+                    yield chunk
+            finally:
+                body.close()
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        async with self._client() as s3:
+            try:
+                head = await s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _status(exc) == 404:
+                    return None
+                raise StorageError(f"Cannot stat {self.describe(key)}: {_reason(exc)}") from exc
+        return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
+
+    async def list_objects(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        async with self._client() as s3:
+            paginator = s3.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(self._unprefix(item["Key"]), int(item["Size"]),
+                                     item.get("LastModified"))
+
+    async def delete(self, key: str) -> None:
+        async with self._client() as s3:
+            try:
+                await s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                raise StorageError(f"Cannot delete {self.describe(key)}: "
+                                   f"{_reason(exc)}") from exc
+
+    async def _uploads(self, s3: Any) -> "builtins.list[dict[str, Any]]":
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        response = await s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        uploads: builtins.list[dict[str, Any]] = response.get("Uploads", [])
+        return uploads
+
+    async def pending_uploads(self) -> "builtins.list[str]":
+        """Keys of multipart uploads started and neither completed nor aborted."""
+        async with self._client() as s3:
+            return [self._unprefix(u["Key"]) for u in await self._uploads(s3)]
+
+    async def abort_incomplete_uploads(self, older_than_seconds: float = 24 * 3600) -> int:
+        """Abort uploads left behind by a crash or a lost endpoint; returns how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        aborted = 0
+        async with self._client() as s3:
+            for upload in await self._uploads(s3):
+                if upload["Initiated"] <= cutoff:
+                    await self._abort(s3, upload["Key"], upload["UploadId"])
+                    aborted += 1
+        return aborted
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', str(exc))}"
+    return str(exc)
