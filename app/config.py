@@ -102,6 +102,11 @@ class SourceSettings(Group):
         return path or ("postgres" if self.kind is SourceKind.postgres else "test")
 
 
+class ToolSettings(Group):
+    # pg_dump must be at least the server's major version.
+    pg_bin_dir: Annotated[Path | None, BeforeValidator(_empty_as_none)] = None
+
+
 class StorageBackend(StrEnum):
     local = "local"
     s3 = "s3"
@@ -116,6 +121,8 @@ class StorageSettings(Group):
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_prefix: str = "backvault"
+    # Restores spool here (pg_restore -j needs a seekable file); backups never do.
+    spool_dir: Annotated[Path | None, BeforeValidator(_empty_as_none)] = None
 
     @model_validator(mode="after")
     def _s3_complete(self) -> "StorageSettings":
@@ -238,6 +245,7 @@ class Settings(BaseSettings):
     system: SystemSettings = SystemSettings()
     catalog: CatalogSettings = CatalogSettings()
     sources: list[SourceSettings] = []
+    tools: ToolSettings = ToolSettings()
     storage: StorageSettings = StorageSettings()
     compression: CompressionSettings = CompressionSettings()
     encryption: EncryptionSettings = EncryptionSettings()

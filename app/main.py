@@ -12,6 +12,9 @@ from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.services.auth import bootstrap_superadmin
 from app.services.catalog_db import open_catalog
+from app.services.handlers import JOB_HANDLERS
+from app.services.jobs import JobRunner
+from app.services.storage import S3Storage, storage_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -23,6 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.system.log_level)
         app.state.mongo = await open_catalog(settings)
+        app.state.storage = storage_from_settings(settings)
+        if isinstance(app.state.storage, S3Storage):
+            await app.state.storage.ensure_bucket()
+        app.state.runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
+        app.state.runner.start()
         created = await bootstrap_superadmin(settings)
         if created is not None:
             log.info("bootstrap superadmin created", username=created.username)
@@ -31,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.runner.stop()
             await app.state.mongo.close()
 
     app = FastAPI(

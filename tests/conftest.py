@@ -5,12 +5,15 @@ their addresses as BACKVAULT_* variables).
 """
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyrage
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -26,8 +29,22 @@ from app.services import auth as auth_service
 MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
 PG_URI = os.environ.get("BACKVAULT_PG_URI",
                         "postgresql://backvault:backvault@127.0.0.1:55432/postgres")
+PG_BIN = os.environ.get("BACKVAULT_PG_BIN", "/usr/lib/postgresql/15/bin")
+TOOLS_BIN = Path(os.environ.get("BACKVAULT_TOOLS_BIN", Path(__file__).parents[1] / ".data/bin"))
 TEST_PASSWORD = "correct horse battery staple"
 JWT_SECRET = "test-jwt-secret-" + "x" * 32
+RUN = uuid.uuid4().hex[:8]
+PG_DB = f"bv_src_{RUN}"
+MONGO_DB = f"bv_src_{RUN}"
+WORK = Path(tempfile.mkdtemp(prefix="backvault-tests-"))
+AGE_IDENTITY = pyrage.x25519.Identity.generate()
+AGE_KEY_FILE = WORK / "age-key.txt"
+AGE_KEY_FILE.write_text(f"# test identity\n{AGE_IDENTITY}\n")
+AGE_RECIPIENT = str(AGE_IDENTITY.to_public())
+
+
+def pg_uri(database: str) -> str:
+    return PG_URI.rsplit("/", 1)[0] + "/" + database
 
 
 def make_settings(**groups: Any) -> Settings:
@@ -38,7 +55,11 @@ def make_settings(**groups: Any) -> Settings:
                     "database": f"backvault_test_{uuid.uuid4().hex[:10]}"},
         "auth": {"jwt_secret": SecretStr(JWT_SECRET), "bootstrap_username": "root",
                  "bootstrap_password": SecretStr("root-password-for-tests")},
-        "storage": {"local_dir": "/tmp/backvault-test-backups"},
+        "storage": {"local_dir": str(WORK / "store"), "spool_dir": str(WORK / "spool")},
+        "sources": [{"name": "pg", "kind": "postgres", "uri": pg_uri(PG_DB)},
+                    {"name": "mongo", "kind": "mongodb", "uri": MONGO_URI + MONGO_DB}],
+        "tools": {"pg_bin_dir": PG_BIN},
+        "encryption": {"recipients": [AGE_RECIPIENT], "identity_file": str(AGE_KEY_FILE)},
     }
     base.update(groups)
     return Settings(_env_file=None, **base)
@@ -112,3 +133,39 @@ async def empty_catalog(app: FastAPI) -> AsyncIterator[None]:
     yield
     await Backup.find_all().delete()
     await BackupJob.find_all().delete()
+
+
+@pytest.fixture(scope="session")
+async def source_databases(app: FastAPI) -> AsyncIterator[None]:
+    """The `pg` and `mongo` sources of the test settings, filled with tricky content."""
+    from tests.support.data import create_mongo_database, create_pg_database
+
+    await create_pg_database(PG_URI, PG_DB)
+    await create_mongo_database(MONGO_URI, MONGO_DB)
+    yield
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URI)
+    for name in await client.list_database_names():
+        if RUN in name:
+            await client.drop_database(name)
+    await client.close()
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URI)
+    for row in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                f"%{RUN}%"):
+        await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    await conn.close()
+
+
+async def wait_job(client: httpx.AsyncClient, headers: dict[str, str], job_id: str,
+                   timeout: float = 120) -> dict[str, Any]:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job: dict[str, Any] = (await client.get(f"/api/backups/jobs/{job_id}",
+                                                headers=headers)).json()
+        if job["status"] in ("completed", "failed", "interrupted"):
+            return job
+        assert asyncio.get_running_loop().time() < deadline, job
+        await asyncio.sleep(0.1)

@@ -3,15 +3,22 @@
 from typing import Annotated, Any
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import AdminUser, CurrentUser, SettingsDep
+from app.api.deps import AdminUser, CurrentUser, RunnerDep, SettingsDep, StorageDep, SuperUser
 from app.config import public_view
+from app.errors import ConflictError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
+from app.models.job import BackupJob, JobKind, JobOut
+from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.stats import BackupStats, HealthReport
-from app.services import catalog, stats
+from app.models.storage import StoredFile
+from app.services import backups, catalog, restores, stats
+from app.services.artifact_read import require_artifact
+from app.services.jobs import JobRunner
+from app.services.restores import RestorePlan
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
@@ -43,6 +50,27 @@ async def effective_config(settings: SettingsDep, _: CurrentUser) -> dict[str, A
     return view
 
 
+@router.post("/database", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+async def create_database_backup(body: DatabaseBackupCreate, user: AdminUser,
+                                 runner: RunnerDep) -> JobOut:
+    """Start a backup of a PostgreSQL or MongoDB source (admin); returns its job."""
+    job = await backups.submit_database_backup(runner, body, user.id)
+    return catalog.job_out(job)
+
+
+@router.get("/files", response_model=list[StoredFile])
+async def stored_files(storage: StorageDep, _: CurrentUser,
+                       prefix: Annotated[str, Query(max_length=512)] = "",
+                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[StoredFile]:
+    """Objects in backup storage, by key."""
+    files = []
+    async for info in storage.list_objects(prefix):
+        files.append(StoredFile(key=info.key, size=info.size, modified=info.modified))
+        if len(files) >= limit:
+            break
+    return files
+
+
 @router.post("/export", response_class=StreamingResponse,
              responses={200: {"content": {"application/json": {}}}})
 async def export_metadata(body: BackupExportRequest, _: AdminUser) -> StreamingResponse:
@@ -57,3 +85,56 @@ async def export_metadata(body: BackupExportRequest, _: AdminUser) -> StreamingR
 async def get_backup(backup_id: PydanticObjectId, _: CurrentUser) -> BackupOut:
     """One backup."""
     return BackupOut.model_validate(await catalog.get_backup(backup_id))
+
+
+@router.delete("/{backup_id}", response_model=BackupOut)
+async def delete_backup(backup_id: PydanticObjectId, storage: StorageDep,
+                        _: SuperUser) -> BackupOut:
+    """Delete a backup's stored object, manifest and record (superadmin)."""
+    return BackupOut.model_validate(await backups.delete_backup(storage, backup_id))
+
+
+async def _job_response(job: BackupJob, runner: JobRunner, wait: bool,
+                        response: Response) -> JobOut:
+    if wait:
+        assert job.id is not None
+        job = await runner.wait(job.id, runner.settings.limits.timeout_seconds)
+        response.status_code = status.HTTP_200_OK
+    return catalog.job_out(job)
+
+
+@router.post("/{backup_id}/verify", response_model=JobOut,
+             status_code=status.HTTP_202_ACCEPTED)
+async def verify_backup(backup_id: PydanticObjectId, user: AdminUser, runner: RunnerDep,
+                        response: Response,
+                        wait: Annotated[bool, Query(description="answer when done")] = False
+                        ) -> JobOut:
+    """Re-read the stored object and check size, SHA-256 and inner format (admin)."""
+    backup = await catalog.get_backup(backup_id)
+    require_artifact(backup)
+    job = await runner.submit(JobKind.verify, {}, source=backup.source, backup_id=backup.id,
+                              requested_by=user.id)
+    return await _job_response(job, runner, wait, response)
+
+
+@router.post("/{backup_id}/restore", response_model=JobOut | RestorePlan,
+             status_code=status.HTTP_202_ACCEPTED)
+async def restore_backup(backup_id: PydanticObjectId, body: RestoreRequest, user: SuperUser,
+                         runner: RunnerDep, storage: StorageDep, settings: SettingsDep,
+                         response: Response,
+                         wait: Annotated[bool, Query(description="answer when done")] = False
+                         ) -> JobOut | RestorePlan:
+    """Restore into the source's database or another one (superadmin). A dry run answers
+    the plan at once and touches nothing."""
+    backup = await catalog.get_backup(backup_id)
+    plan = await restores.plan_restore(settings, storage, backup, body)
+    if body.dry_run:
+        response.status_code = status.HTTP_200_OK
+        return plan
+    if plan.conflicts:
+        raise ConflictError(f"Target {plan.target_database} already holds "
+                            f"{', '.join(plan.conflicts)}; set dropExisting to replace them",
+                            {"conflicts": plan.conflicts})
+    job = await runner.submit(JobKind.restore, body.model_dump(mode="json"),
+                              source=backup.source, backup_id=backup.id, requested_by=user.id)
+    return await _job_response(job, runner, wait, response)

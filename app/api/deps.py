@@ -10,6 +10,8 @@ from app.config import Settings
 from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
 from app.services.auth import decode_token, user_for_claims
+from app.services.jobs import JobRunner
+from app.services.storage import Storage
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
@@ -42,3 +44,17 @@ def require_role(needed: Role) -> Callable[[User], Awaitable[User]]:
 CurrentUser = Annotated[User, Depends(require_role(Role.viewer))]
 AdminUser = Annotated[User, Depends(require_role(Role.admin))]
 SuperUser = Annotated[User, Depends(require_role(Role.superadmin))]
+
+
+def get_runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.runner
+    return runner
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+StorageDep = Annotated[Storage, Depends(get_storage)]

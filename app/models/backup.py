@@ -102,6 +102,9 @@ class Verification(BaseModel):
     state: VerificationState = VerificationState.unverified
     checked_at: datetime | None = None
     deep: bool = False
+    sha256_ok: bool | None = None
+    size_ok: bool | None = None
+    contents: list[ContentEntry] = []
     error: str | None = None
 
 

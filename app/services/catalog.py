@@ -88,3 +88,12 @@ async def export_backups(query: dict[str, Any]) -> AsyncIterator[bytes]:
         yield (b", " if count else b"") + body.encode()
         count += 1
     yield b'], "count": ' + str(count).encode() + b"}"
+
+
+async def update_backup(backup: Backup, **fields: Any) -> None:
+    """Apply fields to the document (validated) and store them in one atomic update."""
+    for name, value in fields.items():
+        setattr(backup, name, value)
+    backup.updated_at = utcnow()
+    encoded = backup.model_dump(by_alias=True, include=set(fields) | {"updated_at"})
+    await Backup.get_pymongo_collection().update_one({"_id": backup.id}, {"$set": encoded})

@@ -31,6 +31,11 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/backups/config"): Role.viewer,
     ("GET", "/api/backups/{backup_id}"): Role.viewer,
     ("POST", "/api/backups/export"): Role.admin,
+    ("POST", "/api/backups/database"): Role.admin,
+    ("GET", "/api/backups/files"): Role.viewer,
+    ("POST", "/api/backups/{backup_id}/verify"): Role.admin,
+    ("POST", "/api/backups/{backup_id}/restore"): Role.superadmin,
+    ("DELETE", "/api/backups/{backup_id}"): Role.superadmin,
     ("GET", "/api/backups/jobs"): Role.viewer,
     ("GET", "/api/backups/jobs/{job_id}"): Role.viewer,
 }

@@ -162,6 +162,6 @@ async def test_unknown_route_and_method_use_the_error_body(client: httpx.AsyncCl
     missing = await client.get("/api/nothing-here", headers=viewer.headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
-    wrong = await client.delete("/api/backups/jobs", headers=viewer.headers)
+    wrong = await client.put("/api/backups/jobs", headers=viewer.headers)
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"

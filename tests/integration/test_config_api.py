@@ -36,7 +36,7 @@ async def test_config_has_every_group_and_no_secret(app: FastAPI, settings: Sett
     for secret in SECRETS:
         assert secret not in response.text
     body = response.json()
-    assert set(body) == {"system", "catalog", "sources", "storage", "compression",
+    assert set(body) == {"system", "catalog", "sources", "tools", "storage", "compression",
                          "encryption", "schedules", "retention", "limits", "content",
                          "notifications", "auth"}
     assert [s["name"] for s in body["sources"]] == ["app-pg", "app-mongo", "catalog"]

@@ -1,0 +1,206 @@
+"""One database backup run end to end: dump → compress → encrypt → SHA-256 → storage.
+
+The Backup record stays pending until the artifact and its manifest are durable;
+any failure removes what was written and leaves the record failed.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+
+from app.config import Settings, SourceKind, SourceSettings
+from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
+from app.models.common import utcnow
+from app.models.job import BackupJob, JobKind, JobTrigger
+from app.models.requests import DatabaseBackupCreate
+from app.models.user import Role, User
+from app.services.catalog import update_backup
+from app.services.jobs import JobContext, JobRunner, Progress, error_text
+from app.services.manifest import build_manifest, manifest_bytes, plan_artifact
+from app.services.pipeline.compress import compress
+from app.services.pipeline.encrypt import encrypt
+from app.services.pipeline.stages import Chunks, Digest, buffered, counted, from_bytes, limited
+from app.services.sources.base import DumpInfo, SourceError
+from app.services.sources.mongodb import DumpOptions, MongoSource
+from app.services.sources.postgres import PgDumpOptions, PgTools, PostgresSource
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+MB = 1024 * 1024
+KIND_OF_SOURCE = {SourceKind.postgres: BackupKind.postgres,
+                  SourceKind.mongodb: BackupKind.mongodb}
+
+
+def source_or_error(settings: Settings, name: str) -> SourceSettings:
+    source = settings.source(name)
+    if source is None:
+        known = ", ".join(s.name for s in settings.all_sources()) or "none"
+        raise InvalidInputError(f"Unknown source {name!r} (configured: {known})",
+                                [{"field": "source", "message": "unknown source"}])
+    if not source.enabled:
+        raise InvalidInputError(f"Source {name!r} is disabled")
+    return source
+
+
+def check_request(settings: Settings, body: DatabaseBackupCreate) -> SourceSettings:
+    """Refuse options that do not fit the source's kind, naming the field."""
+    source = source_or_error(settings, body.source)
+    wrong = []
+    if source.kind is SourceKind.mongodb:
+        wrong += [f for f, v in (("schemaOnly", body.schema_only), ("dataOnly", body.data_only),
+                                 ("tables", body.tables)) if v]
+    else:
+        wrong += [f for f, v in (("collections", body.collections),
+                                 ("allowPartial", body.allow_partial)) if v]
+    if wrong:
+        raise InvalidInputError(
+            f"{', '.join(wrong)} cannot be used with a {source.kind.value} source",
+            [{"field": f, "message": f"not for {source.kind.value} sources"} for f in wrong])
+    return source
+
+
+async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
+                                 requested_by: PydanticObjectId | None,
+                                 trigger: JobTrigger = JobTrigger.api,
+                                 backup_type: BackupType = BackupType.manual) -> BackupJob:
+    check_request(runner.settings, body)
+    params = {"request": body.model_dump(mode="json", by_alias=True),
+              "backupType": backup_type.value}
+    return await runner.submit(JobKind.database, params, source=body.source, trigger=trigger,
+                               requested_by=requested_by)
+
+
+def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackupCreate,
+                info: DumpInfo, database: str | None = None) -> Chunks:
+    if source.kind is SourceKind.postgres:
+        pg = PostgresSource(source.uri.get_secret_value(), database or source.database,
+                            PgTools(settings.tools.pg_bin_dir))
+        return pg.dump(PgDumpOptions(schema_only=body.schema_only, data_only=body.data_only,
+                                     tables=body.tables), info)
+    mongo = MongoSource(source if database is None else
+                        source.model_copy(update={"database": database}))
+    return mongo.dump(DumpOptions(collections=body.collections,
+                                  allow_partial=body.allow_partial), info)
+
+
+async def system_admin_id() -> PydanticObjectId | None:
+    """Who automatic backups are recorded under: the first superadmin."""
+    user = await User.find_one({"role": Role.superadmin.value})
+    return user.id if user else None
+
+
+async def run_database_backup(ctx: JobContext) -> dict[str, Any]:
+    """The `database` job handler."""
+    body = DatabaseBackupCreate.model_validate(ctx.job.params["request"])
+    backup_type = BackupType(ctx.job.params.get("backupType", BackupType.manual.value))
+    backup = await back_up(ctx.settings, ctx.storage, ctx.progress, body,
+                           admin=ctx.job.requested_by or await system_admin_id(),
+                           backup_type=backup_type, job_id=ctx.job.id, attach=ctx.attach_backup)
+    return {"backupId": str(backup.id), "storedBytes": backup.stored_bytes,
+            "plaintextBytes": backup.plaintext_bytes, "sha256": backup.sha256,
+            "partial": bool(backup.error)}
+
+
+async def back_up(settings: Settings, storage: Storage, progress: Progress,
+                  body: DatabaseBackupCreate, *, admin: PydanticObjectId | None,
+                  backup_type: BackupType = BackupType.manual,
+                  job_id: PydanticObjectId | None = None, database: str | None = None,
+                  attach: Any = None) -> Backup:
+    """Dump one source to storage; returns the completed Backup or raises."""
+    source = check_request(settings, body)
+    backup = Backup(admin=admin, type=backup_type, source=source.name,
+                    kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
+                    retention_days=body.retention_days or settings.retention.days,
+                    notes=body.notes, storage_backend=storage.name,
+                    options=body.model_dump(mode="json", by_alias=True,
+                                            exclude={"source", "notes", "retention_days"}))
+    await backup.insert()
+    if attach is not None:
+        await attach(backup.id)
+    plan = plan_artifact(settings, source.name, source.kind, str(backup.id), backup.created_at)
+    await update_backup(backup, storage_key=plan.key, manifest_key=plan.manifest_key,
+               format_chain=plan.format_chain, encrypted=plan.encrypted,
+               recipients=plan.recipients)
+    info = DumpInfo()
+    digest = Digest()
+    started = time.monotonic()
+    written_artifact = False
+    try:
+        progress.set_phase("dumping")
+        stream: Chunks = counted(dump_stream(settings, source, body, info, database),
+                                 progress.add_read)
+        stream = compress(buffered(stream), plan.compression, plan.level,
+                          settings.compression.threads)
+        if plan.encrypted:
+            stream = encrypt(buffered(stream), plan.recipients)
+        stream = limited(buffered(stream), settings.limits.max_size_mb * MB)
+        stream = counted(digest.tap(stream), progress.add_written)
+        async with asyncio.timeout(settings.limits.timeout_seconds):
+            written_artifact = True
+            stored = await storage.put(plan.key, stream)
+        progress.set_phase("recording")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        partial = "; ".join(f"{name}: {err}" for name, err in sorted(info.errors.items()))
+        details = dict(
+            size_mb=round(stored / MB, 6), sha256=digest.hexdigest, stored_bytes=stored,
+            plaintext_bytes=progress.bytes_read, duration_ms=duration_ms,
+            server_version=info.server_version, tool_version=info.tool_version,
+            contents=info.contents, error=f"partial: {partial}" if partial else None)
+        for name, value in details.items():
+            setattr(backup, name, value)
+        backup.updated_at = utcnow()
+        database_name = database or source.database_name()
+        await storage.put(plan.manifest_key,
+                          from_bytes(manifest_bytes(build_manifest(backup, database_name))))
+        # Durable now: flip the record in one update.
+        await update_backup(backup, status=BackupStatus.completed, **details)
+        log.info("backup completed", backup_id=str(backup.id), source=source.name,
+                 stored_bytes=stored, duration_ms=duration_ms)
+        return backup
+    except BaseException as exc:
+        message = _failure_message(exc, settings)
+        await asyncio.shield(_discard(storage, plan.key if written_artifact else None,
+                                      plan.manifest_key, backup, message))
+        if isinstance(exc, TimeoutError):
+            raise SourceError(message) from exc
+        raise
+
+
+def _failure_message(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"Backup timed out after {settings.limits.timeout_seconds} seconds"
+    if isinstance(exc, asyncio.CancelledError):
+        return "Backup interrupted: the service stopped"
+    return error_text(exc)
+
+
+async def _discard(storage: Storage, key: str | None, manifest_key: str, backup: Backup,
+                   message: str) -> None:
+    for target in (key, manifest_key):
+        if target:
+            try:
+                await storage.delete(target)
+            except Exception:
+                log.exception("could not remove a failed backup's object", key=target)
+    await update_backup(backup, status=BackupStatus.failed, error=message,
+               notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
+    log.warning("backup failed", backup_id=str(backup.id), error=message)
+
+
+async def delete_backup(storage: Storage, backup_id: PydanticObjectId) -> Backup:
+    """Remove the stored object and manifest first, then the record."""
+    backup = await Backup.get(backup_id)
+    if backup is None:
+        raise NotFoundError(f"Backup {backup_id} not found")
+    if backup.status is BackupStatus.pending:
+        raise ConflictError("A pending backup cannot be deleted while it is being written")
+    for key in (backup.storage_key, backup.manifest_key):
+        if key:
+            await storage.delete(key)
+    await backup.delete()
+    log.info("backup deleted", backup_id=str(backup_id), reason="deleted by request")
+    return backup

@@ -1,0 +1,254 @@
+"""Running jobs: claim queued ones with a lease, heartbeat, report progress, finish them."""
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+from pymongo import ReturnDocument
+
+from app.config import Settings
+from app.errors import AppError
+from app.models.common import utcnow
+from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
+from app.services.catalog import get_job
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+LEASE_SECONDS = 30.0
+HEARTBEAT_SECONDS = 1.0
+POLL_SECONDS = 1.0
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Progress:
+    """Counters a running job updates in memory; the heartbeat stores them."""
+
+    phase: str = "starting"
+    bytes_read: int = 0
+    bytes_written: int = 0
+    items_done: int = 0
+    items_total: int | None = None
+    message: str | None = None
+    listeners: list[Callable[["Progress"], None]] = field(default_factory=list)
+
+    def add_read(self, n: int) -> None:
+        self.bytes_read += n
+        self._notify()
+
+    def add_written(self, n: int) -> None:
+        self.bytes_written += n
+        self._notify()
+
+    def set_phase(self, phase: str, message: str | None = None) -> None:
+        self.phase, self.message = phase, message
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener(self)
+
+    def document(self) -> dict[str, Any]:
+        return {"phase": self.phase, "bytesRead": self.bytes_read,
+                "bytesWritten": self.bytes_written, "itemsDone": self.items_done,
+                "itemsTotal": self.items_total, "message": self.message}
+
+
+@dataclass
+class JobContext:
+    job: BackupJob
+    settings: Settings
+    storage: Storage
+    progress: Progress
+    runner: "JobRunner"
+
+    async def attach_backup(self, backup_id: PydanticObjectId | None) -> None:
+        self.job.backup_id = backup_id
+        await _collection().update_one({"_id": self.job.id},
+                                       {"$set": {"backupId": backup_id, "updatedAt": utcnow()}})
+
+
+Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+def _collection() -> Any:
+    return BackupJob.get_pymongo_collection()
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, AppError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return "The job timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class JobRunner:
+    """Runs queued jobs of the catalog, at most `max_concurrent_jobs` at a time."""
+
+    def __init__(self, settings: Settings, storage: Storage,
+                 handlers: dict[JobKind, Handler], replica_id: str | None = None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.handlers = handlers
+        self.replica_id = replica_id or settings.system.replica_id or default_replica_id()
+        self.active: dict[PydanticObjectId, asyncio.Task[None]] = {}
+        self.progress: dict[PydanticObjectId, Progress] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def submit(self, kind: JobKind, params: dict[str, Any], *, source: str | None = None,
+                     trigger: JobTrigger = JobTrigger.api,
+                     requested_by: PydanticObjectId | None = None,
+                     backup_id: PydanticObjectId | None = None) -> BackupJob:
+        job = BackupJob(kind=kind, params=params, source=source, trigger=trigger,
+                        requested_by=requested_by, backup_id=backup_id)
+        await job.insert()
+        self._wake.set()
+        log.info("job queued", job_id=str(job.id), kind=kind.value, source=source)
+        return job
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        tasks = list(self.active.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                while len(self.active) < self.settings.limits.max_concurrent_jobs:
+                    job = await self.claim()
+                    if job is None:
+                        break
+                    self._launch(job)
+            except Exception:
+                log.exception("job runner could not claim work")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            except TimeoutError:
+                pass
+
+    def _launch(self, job: BackupJob) -> None:
+        assert job.id is not None
+        job_id = job.id
+        task = asyncio.create_task(self.execute(job), name=f"job-{job_id}")
+        self.active[job_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.active.pop(job_id, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def claim(self, job_id: PydanticObjectId | None = None) -> BackupJob | None:
+        """Take the oldest queued job (or the given one) with a lease, atomically."""
+        running = await _collection().count_documents(
+            {"status": JobStatus.running.value, "leaseExpiresAt": {"$gt": utcnow()}})
+        if running >= self.settings.limits.max_concurrent_jobs and job_id is None:
+            return None
+        now = utcnow()
+        query: dict[str, Any] = {"status": JobStatus.queued.value}
+        if job_id is not None:
+            query["_id"] = job_id
+        raw = await _collection().find_one_and_update(
+            query,
+            {"$set": {"status": JobStatus.running.value, "leaseOwner": self.replica_id,
+                      "leaseExpiresAt": now + timedelta(seconds=LEASE_SECONDS),
+                      "heartbeatAt": now, "startedAt": now, "updatedAt": now},
+             "$inc": {"attempts": 1}},
+            sort=[("createdAt", 1), ("_id", 1)], return_document=ReturnDocument.AFTER)
+        return BackupJob.model_validate(raw) if raw else None
+
+    async def execute(self, job: BackupJob) -> None:
+        """Run a claimed job to its end; its final state is written whatever happens."""
+        assert job.id is not None
+        progress = Progress()
+        self.progress[job.id] = progress
+        ctx = JobContext(job, self.settings, self.storage, progress, self)
+        beat = asyncio.create_task(self._heartbeat(job.id, progress))
+        status, error, result = JobStatus.failed, None, {}
+        try:
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                raise AppError(f"No handler for {job.kind.value} jobs")
+            log.info("job started", job_id=str(job.id), kind=job.kind.value)
+            result = await handler(ctx)
+            status = JobStatus.completed
+        except asyncio.CancelledError:
+            status, error = JobStatus.interrupted, "The service stopped while the job ran"
+            raise
+        except Exception as exc:
+            error = error_text(exc)
+            log.warning("job failed", job_id=str(job.id), kind=job.kind.value, error=error)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            progress.phase = status.value
+            await asyncio.shield(self._finish(job.id, status, error, result, progress))
+            self.progress.pop(job.id, None)
+            log.info("job finished", job_id=str(job.id), status=status.value)
+
+    async def _finish(self, job_id: PydanticObjectId, status: JobStatus, error: str | None,
+                      result: dict[str, Any], progress: Progress) -> None:
+        now = utcnow()
+        final = {"status": status.value, "error": error, "finishedAt": now, "updatedAt": now,
+                 "leaseExpiresAt": None}
+        mine = {"_id": job_id, "leaseOwner": self.replica_id}
+        try:
+            await _collection().update_one(
+                mine, {"$set": {**final, "result": result, "progress": progress.document()}})
+        except Exception as exc:
+            # The outcome must land even when its details cannot be stored.
+            log.exception("could not record a job's result", job_id=str(job_id))
+            final["error"] = "; ".join(filter(None, [error, f"result not recorded: {exc}"]))
+            await _collection().update_one(mine, {"$set": final})
+
+    async def _heartbeat(self, job_id: PydanticObjectId, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            now = utcnow()
+            await _collection().update_one(
+                {"_id": job_id, "leaseOwner": self.replica_id},
+                {"$set": {"progress": progress.document(), "heartbeatAt": now,
+                          "leaseExpiresAt": now + timedelta(seconds=LEASE_SECONDS),
+                          "updatedAt": now}})
+
+    async def run_now(self, job: BackupJob) -> BackupJob:
+        """Claim this queued job and run it in this process (the CLI's way)."""
+        assert job.id is not None
+        claimed = await self.claim(job.id)
+        if claimed is None:
+            raise AppError(f"Job {job.id} is not queued any more")
+        await self.execute(claimed)
+        return await get_job(job.id)
+
+    async def wait(self, job_id: PydanticObjectId, timeout: float) -> BackupJob:
+        """The job once it has finished, or as it is when timeout passes."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await get_job(job_id)
+            if job.status in FINISHED_JOB_STATUSES:
+                return job
+            if asyncio.get_running_loop().time() >= deadline:
+                return job
+            await asyncio.sleep(0.2)

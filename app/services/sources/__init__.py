@@ -1,0 +1,1 @@
+"""Sources: what is backed up and restored (PostgreSQL, MongoDB)."""

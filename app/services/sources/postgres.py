@@ -1,0 +1,309 @@
+"""PostgreSQL source: `pg_dump -Fc -Z0` streamed from a subprocess, metadata and exact row
+counts from the same exported snapshot, and `pg_restore` into a target database."""
+
+import asyncio
+import collections
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from app.models.backup import ContentEntry
+from app.services.pipeline.stages import CHUNK, Chunks
+from app.services.sources.base import DumpInfo, SourceError
+
+STDERR_TAIL = 64 * 1024
+
+TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+ORDER BY 1, 2
+"""
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    bytes: int = 0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def sql(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+
+@dataclass
+class PgDumpOptions:
+    schema_only: bool = False
+    data_only: bool = False
+    tables: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Connection:
+    """A libpq URI split so the password travels in the environment, never in argv."""
+
+    uri: str
+    password: str | None
+    database: str
+
+    @classmethod
+    def parse(cls, uri: str, database: str | None = None) -> "Connection":
+        parts = urlsplit(uri)
+        password = unquote(parts.password) if parts.password else None
+        netloc = parts.hostname or ""
+        if parts.hostname and ":" in parts.hostname:
+            netloc = f"[{parts.hostname}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        db = database or parts.path.lstrip("/") or "postgres"
+        return cls(urlunsplit((parts.scheme, netloc, f"/{db}", parts.query, "")), password, db)
+
+    def for_database(self, database: str) -> "Connection":
+        parts = urlsplit(self.uri)
+        return Connection(urlunsplit(parts._replace(path=f"/{database}")), self.password,
+                          database)
+
+    async def connect(self) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(self.uri, password=self.password, timeout=15)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise SourceError(f"Cannot connect to PostgreSQL database {self.database}: "
+                              f"{exc}") from exc
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["PGCONNECT_TIMEOUT"] = "15"
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+
+class PgTools:
+    """Where pg_dump and pg_restore are."""
+
+    def __init__(self, bin_dir: Path | None = None) -> None:
+        self.bin_dir = bin_dir
+
+    def path(self, name: str) -> str:
+        if self.bin_dir is not None:
+            candidate = self.bin_dir / name
+            if candidate.exists():
+                return str(candidate)
+        found = shutil.which(name)
+        if not found:
+            raise SourceError(f"{name} not found (set BACKUP_TOOLS__PG_BIN_DIR)")
+        return found
+
+    async def version(self, name: str = "pg_dump") -> str:
+        proc = await asyncio.create_subprocess_exec(self.path(name), "--version",
+                                                    stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        return out.decode().strip()
+
+
+async def list_tables(conn: asyncpg.Connection) -> list[Table]:
+    return [Table(r["schema"], r["name"], r["bytes"]) for r in await conn.fetch(TABLES_SQL)]
+
+
+def select_tables(tables: Sequence[Table], wanted: Sequence[str]) -> list[Table]:
+    """The tables named as `table` (schema public) or `schema.table`; all when none named."""
+    if not wanted:
+        return list(tables)
+    by_name = {t.qualified: t for t in tables}
+    chosen, missing = [], []
+    for name in wanted:
+        key = name if "." in name else f"public.{name}"
+        if key in by_name:
+            chosen.append(by_name[key])
+        else:
+            missing.append(name)
+    if missing:
+        raise SourceError(f"Tables not found: {', '.join(missing)}")
+    return chosen
+
+
+async def _stderr_tail(stream: asyncio.StreamReader | None,
+                       on_line: Callable[[str], None] | None = None) -> str:
+    if stream is None:
+        return ""
+    tail: collections.deque[bytes] = collections.deque()
+    size = 0
+    while line := await stream.readline():
+        if on_line is not None:
+            on_line(line.decode(errors="replace"))
+        tail.append(line)
+        size += len(line)
+        while size > STDERR_TAIL:
+            size -= len(tail.popleft())
+    return b"".join(tail).decode(errors="replace").strip()
+
+
+async def _exact_counts(conn: asyncpg.Connection, tables: list[Table]) -> dict[str, int]:
+    return {t.qualified: int(await conn.fetchval(f"SELECT count(*) FROM {t.sql}"))
+            for t in tables}
+
+
+class PostgresSource:
+    """One PostgreSQL database named by a source setting."""
+
+    def __init__(self, uri: str, database: str | None = None,
+                 tools: PgTools | None = None) -> None:
+        self.conn = Connection.parse(uri, database)
+        self.tools = tools or PgTools()
+
+    async def dump(self, options: PgDumpOptions, info: DumpInfo) -> Chunks:
+        """The database as a `pg_dump -Fc -Z0` stream; `info` is complete when it ends."""
+        if options.schema_only and options.data_only:
+            raise SourceError("schemaOnly and dataOnly cannot both be set")
+        holder = await self.conn.connect()
+        proc: asyncio.subprocess.Process | None = None
+        counter: asyncio.Task[dict[str, int]] | None = None
+        try:
+            # One exported snapshot: pg_dump and our row counts see the same data.
+            await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = await holder.fetchval("SELECT pg_export_snapshot()")
+            info.server_version = await holder.fetchval("SHOW server_version")
+            info.database_size = await holder.fetchval(
+                "SELECT pg_database_size(current_database())")
+            info.tool_version = await self.tools.version("pg_dump")
+            tables = select_tables(await list_tables(holder), options.tables)
+            args = [self.tools.path("pg_dump"), "--format=custom", "--compress=0",
+                    "--no-password", f"--snapshot={snapshot}", f"--dbname={self.conn.uri}"]
+            if options.schema_only:
+                args.append("--schema-only")
+            if options.data_only:
+                args.append("--data-only")
+            for table in tables if options.tables else []:
+                args.append(f"--table={table.sql}")
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL, env=self.conn.env(), limit=CHUNK)
+            errors = asyncio.create_task(_stderr_tail(proc.stderr))
+            if not options.schema_only:
+                counter = asyncio.create_task(_exact_counts(holder, tables))
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(CHUNK):
+                yield chunk
+            code = await proc.wait()
+            stderr = await errors
+            if code != 0:
+                raise SourceError(f"pg_dump exited with status {code}: "
+                                  f"{stderr or 'no message'}")
+            counts = await counter if counter else {}
+            info.contents = [ContentEntry(name=t.qualified, count=counts.get(t.qualified),
+                                          bytes=t.bytes) for t in tables]
+        except asyncpg.PostgresError as exc:
+            raise SourceError(f"PostgreSQL error during dump: {exc}") from exc
+        finally:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            if counter is not None and not counter.done():
+                counter.cancel()
+                await asyncio.gather(counter, return_exceptions=True)
+            await holder.close()
+
+    async def describe(self, database: str | None = None) -> dict[str, Any]:
+        """Server version, existing tables and their exact row counts (for plans and checks)."""
+        target = self.conn.for_database(database) if database else self.conn
+        conn = await target.connect()
+        try:
+            tables = await list_tables(conn)
+            return {
+                "server_version": await conn.fetchval("SHOW server_version"),
+                "tables": {t.qualified: {"bytes": t.bytes} for t in tables},
+                "counts": await _exact_counts(conn, tables),
+            }
+        finally:
+            await conn.close()
+
+    async def database_exists(self, database: str) -> bool:
+        conn = await self.conn.connect()
+        try:
+            return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
+                                            database))
+        finally:
+            await conn.close()
+
+    async def create_database(self, database: str) -> None:
+        conn = await self.conn.connect()
+        try:
+            await conn.execute(f"CREATE DATABASE {quote_ident(database)}")
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await conn.close()
+
+    async def restore_file(self, path: Path, database: str, *, drop_existing: bool,
+                           jobs: int = 2) -> None:
+        """`pg_restore -j` from a spooled artifact into database (created when missing)."""
+        if not await self.database_exists(database):
+            await self.create_database(database)
+        target = self.conn.for_database(database)
+        args = [self.tools.path("pg_restore"), "--no-password", "--exit-on-error",
+                "--no-owner", f"--jobs={max(1, jobs)}", f"--dbname={target.uri}"]
+        if drop_existing:
+            args += ["--clean", "--if-exists"]
+        proc = await asyncio.create_subprocess_exec(
+            *args, str(path), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=target.env())
+        stderr = await _stderr_tail(proc.stderr)
+        code = await proc.wait()
+        if code != 0:
+            raise SourceError(f"pg_restore exited with status {code}: {stderr or 'no message'}")
+
+
+async def check_pg_archive(chunks: Chunks, tools: PgTools) -> list[str]:
+    """Feed a whole archive to `pg_restore` (to /dev/null) and return its table list."""
+    args = [tools.path("pg_restore"), "--file=/dev/null", "--verbose"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    tables: set[str] = set()
+
+    def note(line: str) -> None:
+        tables.update(re.findall(r'processing data for table "([^"]+)"', line))
+
+    errors = asyncio.create_task(_stderr_tail(proc.stderr, note))
+    try:
+        try:
+            async with aclosing(chunks) as source:
+                async for chunk in source:
+                    proc.stdin.write(chunk)
+                    await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # pg_restore stopped reading; its exit status says why
+        proc.stdin.close()
+        code = await proc.wait()
+        stderr = await errors
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        errors.cancel()
+        await asyncio.gather(errors, return_exceptions=True)
+        raise
+    if code != 0:
+        raise SourceError(f"pg_restore could not read the archive: {stderr[-2000:]}")
+    return sorted(tables)
