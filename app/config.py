@@ -190,6 +190,9 @@ class LimitSettings(Group):
     max_size_mb: int = Field(default=1000, ge=1)
     timeout_seconds: int = Field(default=3600, ge=1)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    # Cap on stored MB/s per job; None: no cap.
+    bandwidth_mbps: Annotated[Annotated[float, Field(gt=0)] | None,
+                              BeforeValidator(_empty_as_none)] = None
 
 
 class ContentSettings(Group):

@@ -23,7 +23,15 @@ from app.services.jobs import JobContext, JobRunner, Progress, error_text
 from app.services.manifest import build_manifest, manifest_bytes, plan_artifact
 from app.services.pipeline.compress import compress
 from app.services.pipeline.encrypt import encrypt
-from app.services.pipeline.stages import Chunks, Digest, buffered, counted, from_bytes, limited
+from app.services.pipeline.stages import (
+    Chunks,
+    Digest,
+    buffered,
+    counted,
+    from_bytes,
+    limited,
+    throttled,
+)
 from app.services.sources.base import DumpInfo, SourceError
 from app.services.sources.mongodb import DumpOptions, MongoSource
 from app.services.sources.postgres import PgDumpOptions, PgTools, PostgresSource
@@ -139,6 +147,8 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
             stream = encrypt(buffered(stream), plan.recipients)
         stream = limited(buffered(stream), settings.limits.max_size_mb * MB)
         stream = counted(digest.tap(stream), progress.add_written)
+        if settings.limits.bandwidth_mbps:
+            stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
         async with asyncio.timeout(settings.limits.timeout_seconds):
             written_artifact = True
             stored = await storage.put(plan.key, stream)

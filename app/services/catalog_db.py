@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 from beanie import init_beanie
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, IndexModel
 from pymongo.errors import PyMongoError
 
 from app.config import Settings
@@ -19,8 +19,24 @@ async def open_catalog(settings: Settings) -> MongoClient:
                                            tz_aware=True, serverSelectionTimeoutMS=10_000,
                                            appname="backvault")
     await init_beanie(database=client[settings.catalog.database],
-                      document_models=DOCUMENT_MODELS)
+                      document_models=DOCUMENT_MODELS, skip_indexes=True)
+    await ensure_indexes()
     return client
+
+
+async def ensure_indexes() -> None:
+    """Create the declared indexes that are missing.
+
+    Only missing ones: FerretDB v1 drops the connection when createIndexes names
+    indexes that already exist (MongoDB treats that as a no-op).
+    """
+    for model in DOCUMENT_MODELS:
+        declared: list[IndexModel] = list(getattr(model.Settings, "indexes", []))
+        collection = model.get_pymongo_collection()
+        existing = set(await collection.index_information())
+        missing = [index for index in declared if index.document["name"] not in existing]
+        if missing:
+            await collection.create_indexes(missing)
 
 
 async def ping_catalog(client: MongoClient, timeout: float = 3.0) -> bool:

@@ -103,3 +103,12 @@ async def test_job_and_user_documents(app: FastAPI) -> None:
     assert any(spec.get("unique") for spec in user_indexes.values())
     assert Role.superadmin.allows(Role.admin)
     assert not Role.viewer.allows(Role.admin)
+
+
+async def test_starting_again_on_an_existing_catalog_keeps_its_indexes(app: FastAPI) -> None:
+    from app.services.catalog_db import ensure_indexes
+
+    before = await Backup.get_pymongo_collection().index_information()
+    await ensure_indexes()  # what every later start does
+    await ensure_indexes()
+    assert await Backup.get_pymongo_collection().index_information() == before

@@ -145,3 +145,20 @@ async def mongo_snapshot(uri: str, database: str) -> dict[str, Any]:
         return out
     finally:
         await client.close()
+
+
+async def create_big_pg_database(admin_uri: str, database: str, rows: int = 300_000) -> None:
+    """About 30 MB of text that compresses about 2:1, for faults that need a long dump."""
+    admin = await asyncpg.connect(admin_uri)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+        await admin.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(admin_uri.rsplit("/", 1)[0] + "/" + database)
+    try:
+        await conn.execute(
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload"
+            " FROM generate_series(1, $1) g", rows)
+    finally:
+        await conn.close()

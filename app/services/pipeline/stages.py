@@ -81,6 +81,21 @@ async def limited(chunks: Chunks, max_bytes: int, what: str = "backup") -> Chunk
             yield chunk
 
 
+async def throttled(chunks: Chunks, bytes_per_second: float | None) -> Chunks:
+    """Hold the stream to a rate (a bandwidth cap for uploads); None passes it as is."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    total = 0
+    async with aclosing(chunks) as source:
+        async for chunk in source:
+            if bytes_per_second:
+                total += len(chunk)
+                ahead = total / bytes_per_second - (loop.time() - start)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            yield chunk
+
+
 @dataclass
 class Digest:
     """SHA-256 and length of the bytes that passed through `tap`."""
