@@ -41,14 +41,19 @@ AUTHORS = [
 ]
 
 
-async def create_pg_database(admin_uri: str, database: str, posts: int = 500) -> None:
+async def fresh_pg_database(admin_uri: str, database: str) -> asyncpg.Connection:
+    """(Re)create an empty database and connect to it."""
     admin = await asyncpg.connect(admin_uri)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
         await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
-    conn = await asyncpg.connect(admin_uri.rsplit("/", 1)[0] + "/" + database)
+    return await asyncpg.connect(admin_uri.rsplit("/", 1)[0] + "/" + database)
+
+
+async def create_pg_database(admin_uri: str, database: str, posts: int = 500) -> None:
+    conn = await fresh_pg_database(admin_uri, database)
     try:
         await conn.execute(PG_SCHEMA)
         for row in AUTHORS:
@@ -149,13 +154,7 @@ async def mongo_snapshot(uri: str, database: str) -> dict[str, Any]:
 
 async def create_big_pg_database(admin_uri: str, database: str, rows: int = 300_000) -> None:
     """About 30 MB of text that compresses about 2:1, for faults that need a long dump."""
-    admin = await asyncpg.connect(admin_uri)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(admin_uri.rsplit("/", 1)[0] + "/" + database)
+    conn = await fresh_pg_database(admin_uri, database)
     try:
         await conn.execute(
             "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload"
