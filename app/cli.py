@@ -4,6 +4,7 @@ storage as the service, with progress bars for long work."""
 import asyncio
 import getpass
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -36,7 +37,7 @@ from app.services.handlers import JOB_HANDLERS
 from app.services.jobs import JobRunner
 from app.services.jobs import Progress as JobProgress
 from app.services.restores import plan_restore
-from app.services.storage import S3Storage, storage_from_settings
+from app.services.storage import storage_from_settings
 
 app = typer.Typer(help="Backvault: backups of PostgreSQL, MongoDB, IPFS and Gaia.",
                   no_args_is_help=True)
@@ -55,8 +56,7 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
         settings = get_settings()
         client = await open_catalog(settings)
         storage = storage_from_settings(settings)
-        if isinstance(storage, S3Storage):
-            await storage.ensure_bucket()
+        await storage.prepare()
         runner = JobRunner(settings, storage, JOB_HANDLERS)
         try:
             return await work(settings, runner)
@@ -79,10 +79,17 @@ async def _run_job(runner: JobRunner, job: BackupJob, title: str) -> BackupJob:
     assert job.id is not None
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TextColumn("{task.fields[phase]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as bars:
+                  TimeElapsedColumn(), console=console, transient=False,
+                  refresh_per_second=4) as bars:
         task = bars.add_task(title, total=None, phase="queued")
+        shown: dict[str, float | str] = {"at": 0.0, "phase": ""}
 
         def show(progress: JobProgress) -> None:
+            # Called for every chunk: redraw a few times a second, not hundreds.
+            now = time.monotonic()
+            if now - float(shown["at"]) < 0.2 and progress.phase == shown["phase"]:
+                return
+            shown["at"], shown["phase"] = now, progress.phase
             bars.update(task, completed=progress.bytes_read, phase=progress.phase)
 
         async def watch() -> None:

@@ -14,7 +14,7 @@ from app.services.auth import bootstrap_superadmin
 from app.services.catalog_db import open_catalog
 from app.services.handlers import JOB_HANDLERS
 from app.services.jobs import JobRunner
-from app.services.storage import S3Storage, storage_from_settings
+from app.services.storage import storage_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -27,8 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings.system.log_level)
         app.state.mongo = await open_catalog(settings)
         app.state.storage = storage_from_settings(settings)
-        if isinstance(app.state.storage, S3Storage):
-            await app.state.storage.ensure_bucket()
+        await app.state.storage.prepare()
         app.state.runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
         app.state.runner.start()
         created = await bootstrap_superadmin(settings)

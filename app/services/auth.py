@@ -134,3 +134,22 @@ async def bootstrap_superadmin(settings: Settings) -> User | None:
     except ConflictError:
         # Another replica created it first.
         return None
+
+
+SYSTEM_USERNAME = "system"
+
+
+async def system_user_id() -> PydanticObjectId:
+    """The account automatic and command-line work is recorded under; it cannot log in."""
+    user = await User.find_one({"username": SYSTEM_USERNAME})
+    if user is None:
+        try:
+            user = User(username=SYSTEM_USERNAME, name="Backvault (scheduled and CLI work)",
+                        role=Role.admin, active=False,
+                        password_hash=hash_password(uuid.uuid4().hex + uuid.uuid4().hex))
+            await user.insert()
+        except DuplicateKeyError:
+            user = await User.find_one({"username": SYSTEM_USERNAME})
+    assert user is not None
+    assert user.id is not None
+    return user.id

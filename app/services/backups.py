@@ -17,7 +17,7 @@ from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobTrigger
 from app.models.requests import DatabaseBackupCreate
-from app.models.user import Role, User
+from app.services.auth import system_user_id
 from app.services.catalog import update_backup
 from app.services.jobs import JobContext, JobRunner, Progress, error_text
 from app.services.manifest import build_manifest, manifest_bytes, plan_artifact
@@ -30,6 +30,7 @@ from app.services.pipeline.stages import (
     counted,
     from_bytes,
     limited,
+    rechunk,
     throttled,
 )
 from app.services.sources.base import DumpInfo, SourceError
@@ -95,18 +96,12 @@ def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackup
                                   allow_partial=body.allow_partial), info)
 
 
-async def system_admin_id() -> PydanticObjectId | None:
-    """Who automatic backups are recorded under: the first superadmin."""
-    user = await User.find_one({"role": Role.superadmin.value})
-    return user.id if user else None
-
-
 async def run_database_backup(ctx: JobContext) -> dict[str, Any]:
     """The `database` job handler."""
     body = DatabaseBackupCreate.model_validate(ctx.job.params["request"])
     backup_type = BackupType(ctx.job.params.get("backupType", BackupType.manual.value))
     backup = await back_up(ctx.settings, ctx.storage, ctx.progress, body,
-                           admin=ctx.job.requested_by or await system_admin_id(),
+                           admin=ctx.job.requested_by or await system_user_id(),
                            backup_type=backup_type, job_id=ctx.job.id, attach=ctx.attach_backup)
     return {"backupId": str(backup.id), "storedBytes": backup.stored_bytes,
             "plaintextBytes": backup.plaintext_bytes, "sha256": backup.sha256,
@@ -139,7 +134,7 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
     written_artifact = False
     try:
         progress.set_phase("dumping")
-        stream: Chunks = counted(dump_stream(settings, source, body, info, database),
+        stream: Chunks = counted(rechunk(dump_stream(settings, source, body, info, database)),
                                  progress.add_read)
         stream = compress(buffered(stream), plan.compression, plan.level,
                           settings.compression.threads)

@@ -17,7 +17,8 @@ from app.models.backup import Backup, BackupStatus
 from app.models.common import ApiSchema, utcnow
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.services.artifact_read import plaintext, require_artifact, tapped
-from app.services.backups import back_up, source_or_error, system_admin_id
+from app.services.auth import system_user_id
+from app.services.backups import back_up, source_or_error
 from app.services.catalog import get_backup, update_backup
 from app.services.jobs import JobContext, Progress
 from app.services.pipeline.stages import Chunks, Digest, counted
@@ -154,7 +155,7 @@ async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjec
             DatabaseBackupCreate(source=source.name, retention_days=SAFETY_RETENTION_DAYS,
                                  notes=f"Pre-restore backup of {plan.target_database} before "
                                        f"restoring backup {backup_id}"),
-            admin=requested_by or await system_admin_id(), database=plan.target_database)
+            admin=requested_by or await system_user_id(), database=plan.target_database)
         safety_id = str(safety.id)
     progress.set_phase("restoring", f"into {plan.target_database}")
     digest = Digest()

@@ -23,8 +23,9 @@ from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.services.backups import back_up
 from app.services.jobs import Progress
 from app.services.restores import restore
-from app.services.storage import LocalStorage, S3Storage
+from app.services.storage import LocalStorage
 from app.services.storage.base import StorageError
+from app.services.storage.s3 import S3Storage
 from app.services.verify import verify
 from tests.conftest import MONGO_URI, PG_URI, RUN, WORK, Account, pg_uri
 from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET

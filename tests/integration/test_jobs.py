@@ -25,6 +25,9 @@ __all__ = ["big"]
 async def slow_runner(app: FastAPI, settings: Settings, big: str) -> AsyncIterator[JobRunner]:
     """The app's runner paused, and one whose jobs are slow enough to watch."""
     await app.state.runner.stop()
+    # A job left running by the killed-process test still holds its lease (and a slot).
+    await BackupJob.get_pymongo_collection().update_many(
+        {"status": "running"}, {"$set": {"status": "interrupted", "leaseExpiresAt": None}})
     slow = with_changes(settings, limits={"bandwidth_mbps": 8.0, "max_concurrent_jobs": 2})
     runner = JobRunner(slow, LocalStorage(slow.storage.local_dir), JOB_HANDLERS,
                        replica_id="slow-test-runner")

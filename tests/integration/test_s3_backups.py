@@ -11,7 +11,7 @@ from app.services.backups import back_up
 from app.services.jobs import Progress
 from app.services.pipeline.stages import collect
 from app.services.restores import restore
-from app.services.storage import S3Storage
+from app.services.storage.s3 import S3Storage
 from app.services.verify import verify
 from tests.conftest import MONGO_DB, MONGO_URI, PG_DB, RUN, Account, pg_uri
 from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET

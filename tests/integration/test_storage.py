@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.services.pipeline.stages import collect, from_bytes
-from app.services.storage import LocalStorage, S3Storage, Storage
+from app.services.storage import LocalStorage, Storage
 from app.services.storage.base import ObjectNotFound, StorageError
-from app.services.storage.s3 import MIN_PART, part_size_for
+from app.services.storage.s3 import MIN_PART, S3Storage, part_size_for
 from tests.support.proxy import CuttingProxy
 
 S3_ENDPOINT = os.environ.get("BACKVAULT_S3_ENDPOINT", "http://127.0.0.1:59000")

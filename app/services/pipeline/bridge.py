@@ -98,7 +98,7 @@ class _QueueWriter(io.RawIOBase):
 
 
 async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], None],
-                         depth: int = 4, out_chunk: int = CHUNK) -> Chunks:
+                         depth: int = 2, out_chunk: int = CHUNK) -> Chunks:
     """Stream `chunks` through `work(reader, writer)` running in a worker thread."""
     loop = asyncio.get_running_loop()
     link = _Link(loop)

@@ -24,7 +24,7 @@ class SizeLimitExceeded(PipelineError):
     code = "size_limit_exceeded"
 
 
-async def buffered(chunks: Chunks, depth: int = 4) -> Chunks:
+async def buffered(chunks: Chunks, depth: int = 2) -> Chunks:
     """Run the upstream in its own task with a bounded queue, so stages overlap.
 
     A slow consumer fills the queue and the producer waits: back-pressure.

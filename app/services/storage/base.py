@@ -36,6 +36,10 @@ def check_key(key: str) -> str:
 class Storage(Protocol):
     name: str
 
+    async def prepare(self) -> None:
+        """Make the storage ready to use (create the bucket or directory)."""
+        ...
+
     async def put(self, key: str, chunks: Chunks) -> int:
         """Store the stream under key, all or nothing; returns the size written."""
         ...

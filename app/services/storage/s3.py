@@ -16,12 +16,12 @@ from app.config import Settings
 from app.services.pipeline.stages import CHUNK, Chunks
 from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
-MIN_PART = 8 * 1024 * 1024
+MIN_PART = 5 * 1024 * 1024  # the S3 minimum for all parts but the last
 MAX_PARTS = 10_000
 
 
 def part_size_for(max_object_bytes: int) -> int:
-    """The smallest part size (whole MiB, at least 8) that fits max_object_bytes in 10,000 parts."""
+    """The smallest part size (whole MiB, at least 5) that fits max_object_bytes in 10,000 parts."""
     needed = math.ceil(max_object_bytes / MAX_PARTS)
     mib = 1024 * 1024
     return max(MIN_PART, math.ceil(needed / mib) * mib)
@@ -72,6 +72,9 @@ class S3Storage:
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    async def prepare(self) -> None:
+        await self.ensure_bucket()
 
     async def ensure_bucket(self) -> None:
         async with self._client() as s3:
