@@ -8,7 +8,6 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import AdminUser, CurrentUser, RunnerDep, SettingsDep, StorageDep, SuperUser
 from app.config import public_view
-from app.errors import ConflictError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
 from app.models.job import BackupJob, JobKind, JobOut
@@ -131,10 +130,7 @@ async def restore_backup(backup_id: PydanticObjectId, body: RestoreRequest, user
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
         return plan
-    if plan.conflicts:
-        raise ConflictError(f"Target {plan.target_database} already holds "
-                            f"{', '.join(plan.conflicts)}; set dropExisting to replace them",
-                            {"conflicts": plan.conflicts})
+    plan.refuse_conflicts()
     job = await runner.submit(JobKind.restore, body.model_dump(mode="json"),
                               source=backup.source, backup_id=backup.id, requested_by=user.id)
     return await _job_response(job, runner, wait, response)

@@ -1,13 +1,11 @@
 """Reading an artifact back: stored bytes → (decrypt) → (decompress) → plaintext stream."""
 
-from contextlib import aclosing
-
 from app.config import CompressionAlgorithm, Settings
 from app.errors import ConflictError
 from app.models.backup import GOOD_STATUSES, Backup
 from app.services.pipeline.compress import ALGORITHM_OF_SUFFIX, decompress
 from app.services.pipeline.encrypt import EncryptionError, decrypt, load_identities
-from app.services.pipeline.stages import Chunks, Digest, buffered
+from app.services.pipeline.stages import Chunks, buffered
 
 
 def require_artifact(backup: Backup) -> str:
@@ -34,8 +32,3 @@ def plaintext(raw: Chunks, backup: Backup, settings: Settings) -> Chunks:
                         if s in ALGORITHM_OF_SUFFIX), CompressionAlgorithm.none)
     return decompress(buffered(stream), compression)
 
-
-async def tapped(raw: Chunks, digest: Digest) -> Chunks:
-    async with aclosing(digest.tap(raw)) as source:
-        async for chunk in source:
-            yield chunk

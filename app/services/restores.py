@@ -16,7 +16,7 @@ from app.errors import ConflictError
 from app.models.backup import Backup, BackupStatus
 from app.models.common import ApiSchema, utcnow
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
-from app.services.artifact_read import plaintext, require_artifact, tapped
+from app.services.artifact_read import plaintext, require_artifact
 from app.services.auth import system_user_id
 from app.services.backups import back_up, source_or_error
 from app.services.catalog import get_backup, update_backup
@@ -55,6 +55,12 @@ class RestorePlan(ApiSchema):
     warnings: list[str]
     safety_backup: bool
     artifact_ok: bool
+
+    def refuse_conflicts(self) -> None:
+        if self.conflicts:
+            raise ConflictError(f"Target {self.target_database} already holds "
+                                f"{', '.join(self.conflicts)}; set dropExisting to replace them",
+                                {"conflicts": self.conflicts})
 
 
 def _major(version: str | None) -> int | None:
@@ -140,10 +146,7 @@ async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjec
                   requested_by: PydanticObjectId | None) -> dict[str, Any]:
     backup = await get_backup(backup_id)
     plan = await plan_restore(settings, storage, backup, request)
-    if plan.conflicts:
-        raise ConflictError(f"Target {plan.target_database} already holds "
-                            f"{', '.join(plan.conflicts)}; set dropExisting to replace them",
-                            {"conflicts": plan.conflicts})
+    plan.refuse_conflicts()
     if not plan.artifact_ok:
         raise ConflictError("The stored object is missing or damaged; verify the backup")
     source = source_or_error(settings, plan.source)
@@ -159,7 +162,7 @@ async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjec
         safety_id = str(safety.id)
     progress.set_phase("restoring", f"into {plan.target_database}")
     digest = Digest()
-    raw = counted(tapped(storage.get(require_artifact(backup)), digest), progress.add_read)
+    raw = counted(digest.tap(storage.get(require_artifact(backup))), progress.add_read)
     stream = plaintext(raw, backup, settings)
     if source.kind is SourceKind.postgres:
         counts = await _restore_postgres(settings, source, stream, digest, backup,
