@@ -115,23 +115,24 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
                   attach: Any = None) -> Backup:
     """Dump one source to storage; returns the completed Backup or raises."""
     source = check_request(settings, body)
-    backup = Backup(admin=admin, type=backup_type, source=source.name,
-                    kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
+    # The id is made here so the record is written once, already naming its artifact.
+    backup_id, created = PydanticObjectId(), utcnow()
+    plan = plan_artifact(settings, source.name, source.kind, str(backup_id), created)
+    backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
+                    source=source.name, kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
                     retention_days=body.retention_days or settings.retention.days,
                     notes=body.notes, storage_backend=storage.name,
                     options=body.model_dump(mode="json", by_alias=True,
-                                            exclude={"source", "notes", "retention_days"}))
+                                            exclude={"source", "notes", "retention_days"}),
+                    storage_key=plan.key, manifest_key=plan.manifest_key,
+                    format_chain=plan.format_chain, encrypted=plan.encrypted,
+                    recipients=plan.recipients)
     await backup.insert()
     if attach is not None:
         await attach(backup.id)
-    plan = plan_artifact(settings, source.name, source.kind, str(backup.id), backup.created_at)
-    await update_backup(backup, storage_key=plan.key, manifest_key=plan.manifest_key,
-               format_chain=plan.format_chain, encrypted=plan.encrypted,
-               recipients=plan.recipients)
     info = DumpInfo()
     digest = Digest()
     started = time.monotonic()
-    written_artifact = False
     try:
         progress.set_phase("dumping")
         stream: Chunks = counted(rechunk(dump_stream(settings, source, body, info, database)),
@@ -145,7 +146,6 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         if settings.limits.bandwidth_mbps:
             stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
         async with asyncio.timeout(settings.limits.timeout_seconds):
-            written_artifact = True
             stored = await storage.put(plan.key, stream)
         progress.set_phase("recording")
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -168,8 +168,7 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         return backup
     except BaseException as exc:
         message = _failure_message(exc, settings)
-        await asyncio.shield(_discard(storage, plan.key if written_artifact else None,
-                                      plan.manifest_key, backup, message))
+        await asyncio.shield(_discard(storage, plan.key, plan.manifest_key, backup, message))
         if isinstance(exc, TimeoutError):
             raise SourceError(message) from exc
         raise
@@ -183,14 +182,13 @@ def _failure_message(exc: BaseException, settings: Settings) -> str:
     return error_text(exc)
 
 
-async def _discard(storage: Storage, key: str | None, manifest_key: str, backup: Backup,
+async def _discard(storage: Storage, key: str, manifest_key: str, backup: Backup,
                    message: str) -> None:
     for target in (key, manifest_key):
-        if target:
-            try:
-                await storage.delete(target)
-            except Exception:
-                log.exception("could not remove a failed backup's object", key=target)
+        try:
+            await storage.delete(target)
+        except Exception:
+            log.exception("could not remove a failed backup's object", key=target)
     await update_backup(backup, status=BackupStatus.failed, error=message,
                notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
     log.warning("backup failed", backup_id=str(backup.id), error=message)

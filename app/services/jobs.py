@@ -70,7 +70,6 @@ class JobContext:
     settings: Settings
     storage: Storage
     progress: Progress
-    runner: "JobRunner"
 
     async def attach_backup(self, backup_id: PydanticObjectId | None) -> None:
         self.job.backup_id = backup_id
@@ -184,7 +183,7 @@ class JobRunner:
         assert job.id is not None
         progress = Progress()
         self.progress[job.id] = progress
-        ctx = JobContext(job, self.settings, self.storage, progress, self)
+        ctx = JobContext(job, self.settings, self.storage, progress)
         beat = asyncio.create_task(self._heartbeat(job.id, progress))
         status, error, result = JobStatus.failed, None, {}
         try:

@@ -77,8 +77,7 @@ async def _target_state(source: SourceSettings, settings: Settings,
         pg = PostgresSource(source.uri.get_secret_value(), source.database,
                             PgTools(settings.tools.pg_bin_dir))
         if not await pg.database_exists(database):
-            described = await pg.describe()
-            return False, described["server_version"], {}
+            return False, await pg.server_version(), {}
         described = await pg.describe(database)
         return True, described["server_version"], described["counts"]
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(

@@ -6,12 +6,9 @@ import concurrent.futures
 import io
 import threading
 from collections.abc import Callable, Coroutine
-from contextlib import aclosing
 from typing import Any, BinaryIO
 
-from app.services.pipeline.stages import CHUNK, Chunks
-
-_END = object()
+from app.services.pipeline.stages import CHUNK, END, Chunks, Failure, pump
 
 
 class _Stopped(Exception):
@@ -52,8 +49,9 @@ class _Link:
 
 
 class _QueueReader(io.RawIOBase):
-    def __init__(self, link: _Link, inbox: asyncio.Queue[Any]) -> None:
-        self.link, self.inbox = link, inbox
+    def __init__(self, link: _Link, inbox: asyncio.Queue[Any],
+                 upstream_error: list[BaseException]) -> None:
+        self.link, self.inbox, self.upstream_error = link, inbox, upstream_error
         self.buffer = memoryview(b"")
         self.eof = False
 
@@ -65,11 +63,13 @@ class _QueueReader(io.RawIOBase):
             if self.eof:
                 return 0
             item = self.link.call(self.inbox.get())
-            if item is _END:
+            if item is END:
                 self.eof = True
                 return 0
-            if isinstance(item, BaseException):
-                raise _UpstreamFailed from item
+            if isinstance(item, Failure):
+                # Noted here too: the library may turn our exception into its own.
+                self.upstream_error.append(item.exc)
+                raise _UpstreamFailed from item.exc
             self.buffer = memoryview(item)
         n = min(len(target), len(self.buffer))
         target[:n] = self.buffer[:n]
@@ -106,25 +106,12 @@ async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], No
     outbox: asyncio.Queue[Any] = asyncio.Queue(depth)
     upstream_error: list[BaseException] = []
 
-    async def feed() -> None:
-        try:
-            async with aclosing(chunks) as source:
-                async for chunk in source:
-                    await inbox.put(chunk)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            upstream_error.append(exc)
-            await inbox.put(exc)
-            return
-        await inbox.put(_END)
-
     def run() -> None:
         writer = _QueueWriter(link, outbox, out_chunk)
         try:
-            work(_QueueReader(link, inbox), writer)  # type: ignore[arg-type]
+            work(_QueueReader(link, inbox, upstream_error), writer)  # type: ignore[arg-type]
             writer.send()
-            link.call(outbox.put(_END))
+            link.call(outbox.put(END))
         except _Stopped:
             return
         except BaseException as exc:
@@ -133,12 +120,12 @@ async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], No
             except _Stopped:
                 return
 
-    feeder = asyncio.create_task(feed())
+    feeder = asyncio.create_task(pump(chunks, inbox))
     worker = asyncio.ensure_future(asyncio.to_thread(run))
     try:
         while True:
             item = await outbox.get()
-            if item is _END:
+            if item is END:
                 break
             if isinstance(item, BaseException):
                 if upstream_error:

@@ -11,15 +11,10 @@ from app.errors import AppError
 
 Chunks = AsyncGenerator[bytes, None]
 CHUNK = 1 << 20
-_END = object()
+END = object()
 
 
-class PipelineError(AppError):
-    status_code = 500
-    code = "pipeline_error"
-
-
-class SizeLimitExceeded(PipelineError):
+class SizeLimitExceeded(AppError):
     status_code = 413
     code = "size_limit_exceeded"
 
@@ -30,26 +25,13 @@ async def buffered(chunks: Chunks, depth: int = 2) -> Chunks:
     A slow consumer fills the queue and the producer waits: back-pressure.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue(depth)
-
-    async def produce() -> None:
-        try:
-            async with aclosing(chunks) as source:
-                async for chunk in source:
-                    await queue.put(chunk)
-        except asyncio.CancelledError:
-            raise  # the consumer left; nobody reads the queue any more
-        except BaseException as exc:
-            await queue.put(_Failure(exc))
-            return
-        await queue.put(_END)
-
-    producer = asyncio.create_task(produce())
+    producer = asyncio.create_task(pump(chunks, queue))
     try:
         while True:
             item = await queue.get()
-            if item is _END:
+            if item is END:
                 break
-            if isinstance(item, _Failure):
+            if isinstance(item, Failure):
                 raise item.exc
             yield item
     finally:
@@ -58,8 +40,24 @@ async def buffered(chunks: Chunks, depth: int = 2) -> Chunks:
 
 
 @dataclass
-class _Failure:
+class Failure:
+    """What a queue carries when its upstream raised."""
+
     exc: BaseException
+
+
+async def pump(chunks: Chunks, queue: asyncio.Queue[Any]) -> None:
+    """Move chunks into a bounded queue, then END, or a Failure if the upstream raised."""
+    try:
+        async with aclosing(chunks) as source:
+            async for chunk in source:
+                await queue.put(chunk)
+    except asyncio.CancelledError:
+        raise  # the reader left; nobody reads the queue any more
+    except BaseException as exc:
+        await queue.put(Failure(exc))
+        return
+    await queue.put(END)
 
 
 async def counted(chunks: Chunks, on_bytes: Callable[[int], None]) -> Chunks:

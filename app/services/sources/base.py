@@ -17,6 +17,5 @@ class DumpInfo:
 
     server_version: str | None = None
     tool_version: str | None = None
-    database_size: int | None = None
     contents: list[ContentEntry] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)

@@ -206,8 +206,6 @@ class PostgresSource:
             await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = await holder.fetchval("SELECT pg_export_snapshot()")
             info.server_version = await holder.fetchval("SHOW server_version")
-            info.database_size = await holder.fetchval(
-                "SELECT pg_database_size(current_database())")
             info.tool_version = await self.tools.version("pg_dump")
             tables = select_tables(await list_tables(holder), options.tables)
             args = [self.tools.path("pg_dump"), "--format=custom", "--compress=0",
@@ -251,12 +249,17 @@ class PostgresSource:
         target = self.conn.for_database(database) if database else self.conn
         conn = await target.connect()
         try:
-            tables = await list_tables(conn)
             return {
                 "server_version": await conn.fetchval("SHOW server_version"),
-                "tables": {t.qualified: {"bytes": t.bytes} for t in tables},
-                "counts": await _exact_counts(conn, tables),
+                "counts": await _exact_counts(conn, await list_tables(conn)),
             }
+        finally:
+            await conn.close()
+
+    async def server_version(self) -> str:
+        conn = await self.conn.connect()
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
         finally:
             await conn.close()
 
