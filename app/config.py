@@ -16,7 +16,6 @@ from pydantic import (
     Field,
     HttpUrl,
     SecretStr,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +42,16 @@ def _empty_as_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _known_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r}") from exc
+    return value
+
+
 Crontab = Annotated[str, AfterValidator(validate_crontab)]
+TimeZoneName = Annotated[str, AfterValidator(_known_timezone)]
 SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 # age X25519 recipient: "age1" + 58 bech32 characters.
 AgeRecipient = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
@@ -51,21 +59,15 @@ AgeRecipient = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
 
 class SystemSettings(Group):
     enabled: bool = True
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     environment: Environment = Environment.development
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     replica_id: Annotated[str | None, BeforeValidator(_empty_as_none)] = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r}") from exc
-        return value
+    # A running job's replica renews its lease every second; a job whose lease has
+    # lapsed this long is interrupted and retried by another replica.
+    lease_seconds: float = Field(default=30.0, ge=2, le=3600)
 
 
 class CatalogSettings(Group):
@@ -172,12 +174,23 @@ class ScheduleSettings(Group):
     daily_retention_days: int = Field(default=7, ge=1, le=365)
     weekly_retention_days: int = Field(default=30, ge=1, le=365)
     monthly_retention_days: int = Field(default=90, ge=1, le=365)
+    # Fires missed while no replica ran: the newest within this window runs once on
+    # start, older ones are recorded as missed.
+    misfire_grace_seconds: int = Field(default=3600, ge=0)
+    # How often each replica re-reads the schedules (edits apply without a restart).
+    reload_seconds: float = Field(default=5.0, gt=0, le=300)
 
 
 class RetentionSettings(Group):
     days: int = Field(default=30, ge=1, le=365)
     max_count: int = Field(default=30, ge=1)
     min_count: int = Field(default=3, ge=0)
+    # Grandfather-father-son: also keep the newest good backup of each of the last N
+    # days / ISO weeks / months / years of a source, whatever its age. 0: off.
+    keep_daily: int = Field(default=0, ge=0, le=3650)
+    keep_weekly: int = Field(default=0, ge=0, le=520)
+    keep_monthly: int = Field(default=0, ge=0, le=1200)
+    keep_yearly: int = Field(default=0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> "RetentionSettings":
@@ -190,6 +203,8 @@ class LimitSettings(Group):
     max_size_mb: int = Field(default=1000, ge=1)
     timeout_seconds: int = Field(default=3600, ge=1)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    # Runs of an interrupted backup, verify or cleanup job in all (restores run once).
+    job_attempts: int = Field(default=2, ge=1, le=10)
     # Cap on stored MB/s per job; None: no cap.
     bandwidth_mbps: Annotated[Annotated[float, Field(gt=0)] | None,
                               BeforeValidator(_empty_as_none)] = None
@@ -214,6 +229,7 @@ class NotificationSettings(Group):
     on_cleanup: bool = True
     on_stats_report: bool = True
     on_health: bool = True
+    timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 
 
 class AuthSettings(Group):

@@ -6,14 +6,17 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from app.api import auth, backups, jobs, system
+from app.api import auth, backups, jobs, schedules, system
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logs import configure_logging
+from app.models.job import BackupJob
+from app.scheduler.service import ScheduleService
 from app.services.auth import bootstrap_superadmin
 from app.services.catalog_db import open_catalog
 from app.services.handlers import JOB_HANDLERS
 from app.services.jobs import JobRunner
+from app.services.notify import notify_job
 from app.services.storage import storage_from_settings
 
 log = structlog.get_logger(__name__)
@@ -28,17 +31,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.mongo = await open_catalog(settings)
         app.state.storage = storage_from_settings(settings)
         await app.state.storage.prepare()
-        app.state.runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
-        app.state.runner.start()
+        runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
+
+        async def notify(job: BackupJob) -> None:
+            await notify_job(settings, job)
+
+        runner.finish_listeners.append(notify)
+        app.state.runner = runner
         created = await bootstrap_superadmin(settings)
         if created is not None:
             log.info("bootstrap superadmin created", username=created.username)
+        runner.start()
+        app.state.schedules = ScheduleService(runner)
+        await app.state.schedules.start()
         log.info("backvault started", environment=settings.system.environment.value,
                  catalog_database=settings.catalog.database)
         try:
             yield
         finally:
-            await app.state.runner.stop()
+            await app.state.schedules.stop()
+            await runner.stop()
             await app.state.mongo.close()
 
     app = FastAPI(
@@ -54,4 +66,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(jobs.router)
     app.include_router(backups.router)
+    app.include_router(schedules.router)
     return app

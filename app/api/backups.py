@@ -12,12 +12,14 @@ from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
 from app.models.job import BackupJob, JobKind, JobOut
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport
 from app.models.storage import StoredFile
-from app.services import backups, catalog, restores, stats
+from app.services import backups, catalog, restores, schedules, stats
 from app.services.artifact_read import require_artifact
 from app.services.jobs import JobRunner
 from app.services.restores import RestorePlan
+from app.services.retention import CleanupRequest, CleanupResult, apply_retention
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
@@ -55,6 +57,29 @@ async def create_database_backup(body: DatabaseBackupCreate, user: AdminUser,
     """Start a backup of a PostgreSQL or MongoDB source (admin); returns its job."""
     job = await backups.submit_database_backup(runner, body, user.id)
     return catalog.job_out(job)
+
+
+@router.get("/schedule/status", response_model=list[ScheduleStatus])
+async def schedule_status(_: CurrentUser) -> list[ScheduleStatus]:
+    """Each schedule with its last run, that run's outcome, and its next run."""
+    return await schedules.schedule_status()
+
+
+@router.post("/cleanup", response_model=JobOut | CleanupResult,
+             status_code=status.HTTP_202_ACCEPTED)
+async def cleanup(body: CleanupRequest, user: AdminUser, runner: RunnerDep,
+                  storage: StorageDep, settings: SettingsDep, response: Response,
+                  wait: Annotated[bool, Query(description="answer when done")] = False
+                  ) -> JobOut | CleanupResult:
+    """Apply retention (admin). A dry run answers at once with what would go and why."""
+    if body.source is not None:
+        backups.source_or_error(settings, body.source)
+    if body.dry_run:
+        response.status_code = status.HTTP_200_OK
+        return await apply_retention(settings, storage, body)
+    job = await runner.submit(JobKind.cleanup, body.model_dump(mode="json", by_alias=True),
+                              source=body.source, requested_by=user.id)
+    return await _job_response(job, runner, wait, response)
 
 
 @router.get("/files", response_model=list[StoredFile])

@@ -4,6 +4,7 @@ from beanie import Document
 
 from app.models.backup import Backup
 from app.models.job import BackupJob
+from app.models.schedule import Schedule, ScheduleFire
 from app.models.user import User
 
-DOCUMENT_MODELS: list[type[Document]] = [Backup, BackupJob, User]
+DOCUMENT_MODELS: list[type[Document]] = [Backup, BackupJob, User, Schedule, ScheduleFire]

@@ -145,6 +145,9 @@ class Backup(Document):
     options: dict[str, Any] = {}
     verification: Verification = Verification()
     error: str | None = None
+    # Set before a deletion removes anything, so a run cut short is finished later.
+    deleting_since: datetime | None = None
+    deletion_reason: str | None = None
 
     class Settings:
         name = "backups"
@@ -187,6 +190,8 @@ class BackupOut(ApiSchema):
     options: dict[str, Any]
     verification: Verification
     error: str | None
+    deleting_since: datetime | None = None
+    deletion_reason: str | None = None
 
 
 class BackupFilter(ApiSchema):

@@ -19,6 +19,14 @@ class JobKind(StrEnum):
     restore = "restore"
     cleanup = "cleanup"
     export = "export"
+    stats_report = "stats_report"
+    health_check = "health_check"
+
+
+# Rerun when interrupted: these either write a new backup or only read. A restore
+# changes a live database, so it is never repeated behind an operator's back.
+RETRYABLE_KINDS = frozenset({JobKind.database, JobKind.content, JobKind.full, JobKind.verify,
+                             JobKind.cleanup, JobKind.stats_report, JobKind.health_check})
 
 
 class JobTrigger(StrEnum):
@@ -60,7 +68,10 @@ class BackupJob(Document):
     source: str | None = None
     backup_id: PydanticObjectId | None = None
     schedule_id: PydanticObjectId | None = None
+    fire_id: PydanticObjectId | None = None
     requested_by: PydanticObjectId | None = None
+    retry_of: PydanticObjectId | None = None
+    retry_job_id: PydanticObjectId | None = None
     params: dict[str, Any] = {}
     progress: JobProgress = JobProgress()
     result: dict[str, Any] = {}
@@ -82,6 +93,8 @@ class BackupJob(Document):
             IndexModel([("createdAt", DESCENDING)]),
             IndexModel([("kind", ASCENDING)]),
             IndexModel([("backupId", ASCENDING)]),
+            IndexModel([("fireId", ASCENDING)]),
+            IndexModel([("scheduleId", ASCENDING), ("createdAt", DESCENDING)]),
         ]
 
 
@@ -93,7 +106,10 @@ class JobOut(ApiSchema):
     source: str | None
     backup_id: PydanticObjectId | None
     schedule_id: PydanticObjectId | None
+    fire_id: PydanticObjectId | None
     requested_by: PydanticObjectId | None
+    retry_of: PydanticObjectId | None
+    retry_job_id: PydanticObjectId | None
     params: dict[str, Any]
     progress: JobProgress
     result: dict[str, Any]

@@ -2,7 +2,8 @@
 
 APScheduler 3.x numbers weekdays from Monday (0) and ANDs day-of-month with
 day-of-week; crontab numbers from Sunday (0 and 7) and ORs the two when both are
-restricted. We keep the crontab meaning.
+restricted. We keep the crontab meaning. A sixth, leading field of seconds is
+accepted (as in Quartz and systemd) for schedules finer than a minute.
 """
 
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class CronField:
     names: tuple[str, ...] = ()
 
 
+SECOND = CronField("second", 0, 59)
 FIELDS = (
     CronField("minute", 0, 59),
     CronField("hour", 0, 23),
@@ -84,33 +86,36 @@ def expand_field(spec: CronField, text: str) -> set[int]:
 
 
 def _split(expression: str) -> list[str]:
+    """The six fields (second first; "0" when the expression has the usual five), checked."""
     expression = MACROS.get(expression.strip().lower(), expression)
     parts = expression.split()
-    if len(parts) != 5:
+    if len(parts) == 5:
+        parts.insert(0, "0")
+    if len(parts) != 6:
         raise ValueError(
             f"cron expression {expression!r} must have 5 fields "
-            f"(minute hour day_of_month month day_of_week), got {len(parts)}"
+            f"(minute hour day_of_month month day_of_week) or 6 with a leading second, "
+            f"got {len(parts)}"
         )
+    for spec, text in zip((SECOND, *FIELDS), parts, strict=True):
+        expand_field(spec, text)
     return parts
 
 
 def validate_crontab(expression: str) -> str:
     """Check a crontab expression, naming the bad field in the error."""
-    for spec, text in zip(FIELDS, _split(expression), strict=True):
-        expand_field(spec, text)
+    _split(expression)
     return expression.strip()
 
 
 def crontab_trigger(expression: str, timezone: str) -> BaseTrigger:
     """An APScheduler trigger that fires exactly when crontab would."""
-    minute, hour, dom, month, dow = _split(expression)
-    for spec, text in zip(FIELDS, (minute, hour, dom, month, dow), strict=True):
-        expand_field(spec, text)
+    second, minute, hour, dom, month, dow = _split(expression)
     days = sorted(expand_field(FIELDS[4], dow))
     weekday_names = ",".join(APS_WEEKDAYS[d] for d in days)
 
     def cron(day: str, day_of_week: str) -> CronTrigger:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+        return CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month,
                            day_of_week=day_of_week, timezone=timezone)
 
     dom_restricted = not dom.startswith("*")

@@ -161,14 +161,17 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         database_name = database or source.database_name()
         await storage.put(plan.manifest_key,
                           from_bytes(manifest_bytes(build_manifest(backup, database_name))))
-        # Durable now: flip the record in one update.
-        await update_backup(backup, status=BackupStatus.completed, **details)
+        # Durable now: flip the record in one update, unless the stuck-work sweep
+        # gave this backup up meanwhile (it removed the files).
+        if not await update_backup(backup, only_if={"status": BackupStatus.pending.value},
+                                   status=BackupStatus.completed, **details):
+            raise SourceError("The backup was given up as interrupted before it completed")
         log.info("backup completed", backup_id=str(backup.id), source=source.name,
                  stored_bytes=stored, duration_ms=duration_ms)
         return backup
     except BaseException as exc:
         message = _failure_message(exc, settings)
-        await asyncio.shield(_discard(storage, plan.key, plan.manifest_key, backup, message))
+        await asyncio.shield(discard_backup(storage, backup, message))
         if isinstance(exc, TimeoutError):
             raise SourceError(message) from exc
         raise
@@ -182,28 +185,43 @@ def _failure_message(exc: BaseException, settings: Settings) -> str:
     return error_text(exc)
 
 
-async def _discard(storage: Storage, key: str, manifest_key: str, backup: Backup,
-                   message: str) -> None:
-    for target in (key, manifest_key):
+async def discard_backup(storage: Storage, backup: Backup, message: str) -> None:
+    """Remove whatever a failed or abandoned backup wrote and mark its record failed."""
+    for key in filter(None, (backup.storage_key, backup.manifest_key)):
         try:
-            await storage.delete(target)
+            await storage.discard_incomplete(key)
+            await storage.delete(key)
         except Exception:
-            log.exception("could not remove a failed backup's object", key=target)
+            log.exception("could not remove a failed backup's object", key=key)
     await update_backup(backup, status=BackupStatus.failed, error=message,
-               notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
+                        notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
     log.warning("backup failed", backup_id=str(backup.id), error=message)
 
 
 async def delete_backup(storage: Storage, backup_id: PydanticObjectId) -> Backup:
-    """Remove the stored object and manifest first, then the record."""
+    """Delete a backup on request (the API's DELETE)."""
     backup = await Backup.get(backup_id)
     if backup is None:
         raise NotFoundError(f"Backup {backup_id} not found")
+    await remove_backup(storage, backup, "deleted by request")
+    return backup
+
+
+async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
+    """Mark the record, remove the stored object and manifest, then the record.
+
+    The mark lets the next retention run finish a removal that was cut short.
+    """
     if backup.status is BackupStatus.pending:
         raise ConflictError("A pending backup cannot be deleted while it is being written")
+    marked = await Backup.get_pymongo_collection().update_one(
+        {"_id": backup.id, "status": {"$ne": BackupStatus.pending.value}},
+        {"$set": {"deletingSince": backup.deleting_since or utcnow(),
+                  "deletionReason": backup.deletion_reason or reason}})
+    if marked.matched_count == 0:
+        raise NotFoundError(f"Backup {backup.id} not found")
     for key in (backup.storage_key, backup.manifest_key):
         if key:
             await storage.delete(key)
     await backup.delete()
-    log.info("backup deleted", backup_id=str(backup_id), reason="deleted by request")
-    return backup
+    log.info("backup deleted", backup_id=str(backup.id), source=backup.source, reason=reason)

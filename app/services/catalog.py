@@ -90,10 +90,14 @@ async def export_backups(query: dict[str, Any]) -> AsyncIterator[bytes]:
     yield b'], "count": ' + str(count).encode() + b"}"
 
 
-async def update_backup(backup: Backup, **fields: Any) -> None:
-    """Apply fields to the document (validated) and store them in one atomic update."""
+async def update_backup(backup: Backup, *, only_if: dict[str, Any] | None = None,
+                        **fields: Any) -> bool:
+    """Apply fields to the document (validated) and store them in one atomic update,
+    if the stored record still matches `only_if`; returns whether it did."""
     for name, value in fields.items():
         setattr(backup, name, value)
     backup.updated_at = utcnow()
     encoded = backup.model_dump(by_alias=True, include=set(fields) | {"updated_at"})
-    await Backup.get_pymongo_collection().update_one({"_id": backup.id}, {"$set": encoded})
+    result = await Backup.get_pymongo_collection().update_one(
+        {"_id": backup.id, **(only_if or {})}, {"$set": encoded})
+    return result.matched_count > 0

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.models import DOCUMENT_MODELS
 
 MongoClient = AsyncMongoClient[dict[str, Any]]
+INDEX_ATTEMPTS = 5
 
 
 async def open_catalog(settings: Settings) -> MongoClient:
@@ -33,10 +34,19 @@ async def ensure_indexes() -> None:
     for model in DOCUMENT_MODELS:
         declared: list[IndexModel] = list(getattr(model.Settings, "indexes", []))
         collection = model.get_pymongo_collection()
-        existing = set(await collection.index_information())
-        missing = [index for index in declared if index.document["name"] not in existing]
-        if missing:
-            await collection.create_indexes(missing)
+        for attempt in range(INDEX_ATTEMPTS):
+            existing = set(await collection.index_information())
+            missing = [index for index in declared if index.document["name"] not in existing]
+            if not missing:
+                break
+            try:
+                await collection.create_indexes(missing)
+                break
+            except PyMongoError:
+                # Replicas starting together race to create the same index; look again.
+                if attempt == INDEX_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
 
 
 async def ping_catalog(client: MongoClient, timeout: float = 3.0) -> bool:

@@ -3,11 +3,16 @@
 from app.models.job import JobKind
 from app.services.backups import run_database_backup
 from app.services.jobs import Handler
+from app.services.reports import run_health_check, run_stats_report
 from app.services.restores import run_restore
+from app.services.retention import run_cleanup
 from app.services.verify import run_verify
 
 JOB_HANDLERS: dict[JobKind, Handler] = {
     JobKind.database: run_database_backup,
     JobKind.verify: run_verify,
     JobKind.restore: run_restore,
+    JobKind.cleanup: run_cleanup,
+    JobKind.stats_report: run_stats_report,
+    JobKind.health_check: run_health_check,
 }

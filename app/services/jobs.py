@@ -21,7 +21,6 @@ from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
 
-LEASE_SECONDS = 30.0
 HEARTBEAT_SECONDS = 1.0
 POLL_SECONDS = 1.0
 
@@ -78,6 +77,8 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any]]]
+# Called with each job this replica finished (or the sweep interrupted), as stored.
+FinishListener = Callable[[BackupJob], Awaitable[None]]
 
 
 def _collection() -> Any:
@@ -101,21 +102,30 @@ class JobRunner:
         self.storage = storage
         self.handlers = handlers
         self.replica_id = replica_id or settings.system.replica_id or default_replica_id()
+        self.lease = timedelta(seconds=settings.system.lease_seconds)
         self.active: dict[PydanticObjectId, asyncio.Task[None]] = {}
         self.progress: dict[PydanticObjectId, Progress] = {}
+        self.finish_listeners: list[FinishListener] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
     async def submit(self, kind: JobKind, params: dict[str, Any], *, source: str | None = None,
                      trigger: JobTrigger = JobTrigger.api,
                      requested_by: PydanticObjectId | None = None,
-                     backup_id: PydanticObjectId | None = None) -> BackupJob:
+                     backup_id: PydanticObjectId | None = None,
+                     schedule_id: PydanticObjectId | None = None,
+                     fire_id: PydanticObjectId | None = None) -> BackupJob:
         job = BackupJob(kind=kind, params=params, source=source, trigger=trigger,
-                        requested_by=requested_by, backup_id=backup_id)
+                        requested_by=requested_by, backup_id=backup_id,
+                        schedule_id=schedule_id, fire_id=fire_id)
+        await self.enqueue(job)
+        return job
+
+    async def enqueue(self, job: BackupJob) -> None:
+        """Insert a queued job and wake the claim loop."""
         await job.insert()
         self._wake.set()
-        log.info("job queued", job_id=str(job.id), kind=kind.value, source=source)
-        return job
+        log.info("job queued", job_id=str(job.id), kind=job.kind.value, source=job.source)
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -172,7 +182,7 @@ class JobRunner:
         raw = await _collection().find_one_and_update(
             query,
             {"$set": {"status": JobStatus.running.value, "leaseOwner": self.replica_id,
-                      "leaseExpiresAt": now + timedelta(seconds=LEASE_SECONDS),
+                      "leaseExpiresAt": now + self.lease,
                       "heartbeatAt": now, "startedAt": now, "updatedAt": now},
              "$inc": {"attempts": 1}},
             sort=[("createdAt", 1), ("_id", 1)], return_document=ReturnDocument.AFTER)
@@ -203,24 +213,39 @@ class JobRunner:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
             progress.phase = status.value
-            await asyncio.shield(self._finish(job.id, status, error, result, progress))
+            recorded = await asyncio.shield(
+                self._finish(job.id, status, error, result, progress))
             self.progress.pop(job.id, None)
-            log.info("job finished", job_id=str(job.id), status=status.value)
+            log.info("job finished", job_id=str(job.id), status=status.value, recorded=recorded)
+            if recorded:
+                job.status, job.error, job.result = status, error, result
+                job.finished_at = utcnow()
+                await asyncio.shield(self.announce(job))
+
+    async def announce(self, job: BackupJob) -> None:
+        """Tell the finish listeners; a failing listener never changes the job's outcome."""
+        for listener in self.finish_listeners:
+            try:
+                await listener(job)
+            except Exception:
+                log.exception("a job finish listener failed", job_id=str(job.id))
 
     async def _finish(self, job_id: PydanticObjectId, status: JobStatus, error: str | None,
-                      result: dict[str, Any], progress: Progress) -> None:
+                      result: dict[str, Any], progress: Progress) -> bool:
         now = utcnow()
         final = {"status": status.value, "error": error, "finishedAt": now, "updatedAt": now,
                  "leaseExpiresAt": None}
-        mine = {"_id": job_id, "leaseOwner": self.replica_id}
+        # A job the sweep interrupted (its lease lapsed) is not ours to finish any more.
+        mine = {"_id": job_id, "leaseOwner": self.replica_id, "status": JobStatus.running.value}
         try:
-            await _collection().update_one(
+            done = await _collection().update_one(
                 mine, {"$set": {**final, "result": result, "progress": progress.document()}})
         except Exception as exc:
             # The outcome must land even when its details cannot be stored.
             log.exception("could not record a job's result", job_id=str(job_id))
             final["error"] = "; ".join(filter(None, [error, f"result not recorded: {exc}"]))
-            await _collection().update_one(mine, {"$set": final})
+            done = await _collection().update_one(mine, {"$set": final})
+        return bool(done.matched_count > 0)
 
     async def _heartbeat(self, job_id: PydanticObjectId, progress: Progress) -> None:
         while True:
@@ -229,8 +254,7 @@ class JobRunner:
             await _collection().update_one(
                 {"_id": job_id, "leaseOwner": self.replica_id},
                 {"$set": {"progress": progress.document(), "heartbeatAt": now,
-                          "leaseExpiresAt": now + timedelta(seconds=LEASE_SECONDS),
-                          "updatedAt": now}})
+                          "leaseExpiresAt": now + self.lease, "updatedAt": now}})
 
     async def run_now(self, job: BackupJob) -> BackupJob:
         """Claim this queued job and run it in this process (the CLI's way)."""

@@ -38,6 +38,13 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("DELETE", "/api/backups/{backup_id}"): Role.superadmin,
     ("GET", "/api/backups/jobs"): Role.viewer,
     ("GET", "/api/backups/jobs/{job_id}"): Role.viewer,
+    ("GET", "/api/backups/schedule/status"): Role.viewer,
+    ("POST", "/api/backups/cleanup"): Role.admin,
+    ("GET", "/api/schedules"): Role.viewer,
+    ("POST", "/api/schedules"): Role.admin,
+    ("GET", "/api/schedules/{schedule_id}"): Role.viewer,
+    ("PATCH", "/api/schedules/{schedule_id}"): Role.admin,
+    ("DELETE", "/api/schedules/{schedule_id}"): Role.admin,
 }
 
 

@@ -185,7 +185,7 @@ async def test_s3_endpoint_going_away_mid_backup(settings: Settings, admin: Acco
     assert backup.status is BackupStatus.failed
     assert await direct.stat(str(backup.storage_key)) is None
     assert await direct.stat(str(backup.manifest_key)) is None
-    await direct.abort_incomplete_uploads(older_than_seconds=0)
+    await direct.discard_stale_partials(older_than_seconds=0)
     assert await direct.pending_uploads() == []
 
 

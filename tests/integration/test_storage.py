@@ -95,7 +95,7 @@ async def test_s3_endpoint_going_away_mid_upload_leaves_no_object() -> None:
     # The abort could not reach the endpoint; the upload is invisible and is swept later.
     stale = await direct.pending_uploads()
     assert stale in ([], ["gone/obj.bin"])
-    assert await direct.abort_incomplete_uploads(older_than_seconds=0) == len(stale)
+    assert await direct.discard_stale_partials(older_than_seconds=0) == len(stale)
     assert await direct.pending_uploads() == []
 
 

@@ -76,6 +76,7 @@ def test_macros() -> None:
     ("0 2 * * funday", "day_of_week"),
     ("*/0 * * * *", "minute"),
     ("0 5-1 * * *", "hour"),
+    ("60 0 2 * * *", "second"),
 ])
 def test_bad_field_is_named(expr: str, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -85,3 +86,11 @@ def test_bad_field_is_named(expr: str, field: str) -> None:
 def test_wrong_number_of_fields() -> None:
     with pytest.raises(ValueError, match="5 fields"):
         validate_crontab("0 2 * *")
+
+
+def test_leading_seconds_field() -> None:
+    start = datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    got = fires("*/5 * * * * *", start, 3)
+    assert [d.strftime("%M:%S") for d in got] == ["00:05", "00:10", "00:15"]
+    # Five fields still mean second 0.
+    assert fires("* * * * *", start, 1)[0] == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)

@@ -59,3 +59,11 @@ class Storage(Protocol):
     def describe(self, key: str) -> str:
         """Where key is, for people (path or s3:// URL)."""
         ...
+
+    async def discard_incomplete(self, key: str) -> int:
+        """Remove unfinished writes of key left by a killed process; returns how many."""
+        ...
+
+    async def discard_stale_partials(self, older_than_seconds: float) -> int:
+        """Remove every unfinished write older than this (no live writer lasts that long)."""
+        ...

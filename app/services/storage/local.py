@@ -1,7 +1,9 @@
 """A local directory: write to a partial name, fsync, rename; never a half file."""
 
 import asyncio
+import glob
 import os
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -90,6 +92,30 @@ class LocalStorage:
 
         for info in await asyncio.to_thread(walk):
             yield info
+
+    async def discard_incomplete(self, key: str) -> int:
+        final = self._path(key)
+
+        def remove() -> int:
+            partials = list(final.parent.glob(f"{glob.escape(final.name)}{PARTIAL}*"))
+            for path in partials:
+                path.unlink(missing_ok=True)
+            return len(partials)
+
+        return await asyncio.to_thread(remove)
+
+    async def discard_stale_partials(self, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+
+        def remove() -> int:
+            removed = 0
+            for path in self.root.rglob(f"*{PARTIAL}*") if self.root.exists() else ():
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            return removed
+
+        return await asyncio.to_thread(remove)
 
     async def delete(self, key: str) -> None:
         try:

@@ -190,10 +190,12 @@ class S3Storage:
                 raise StorageError(f"Cannot delete {self.describe(key)}: "
                                    f"{_reason(exc)}") from exc
 
-    async def _uploads(self, s3: Any) -> "builtins.list[dict[str, Any]]":
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        response = await s3.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        uploads: builtins.list[dict[str, Any]] = response.get("Uploads", [])
+    async def _uploads(self, s3: Any, key: str = "") -> "builtins.list[dict[str, Any]]":
+        prefix = self._key(key) if key else (f"{self.prefix}/" if self.prefix else "")
+        uploads: builtins.list[dict[str, Any]] = []
+        paginator = s3.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            uploads += page.get("Uploads", [])
         return uploads
 
     async def pending_uploads(self) -> "builtins.list[str]":
@@ -201,8 +203,14 @@ class S3Storage:
         async with self._client() as s3:
             return [self._unprefix(u["Key"]) for u in await self._uploads(s3)]
 
-    async def abort_incomplete_uploads(self, older_than_seconds: float = 24 * 3600) -> int:
-        """Abort uploads left behind by a crash or a lost endpoint; returns how many."""
+    async def discard_incomplete(self, key: str) -> int:
+        async with self._client() as s3:
+            uploads = [u for u in await self._uploads(s3, key) if u["Key"] == self._key(key)]
+            for upload in uploads:
+                await self._abort(s3, upload["Key"], upload["UploadId"])
+        return len(uploads)
+
+    async def discard_stale_partials(self, older_than_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         aborted = 0
         async with self._client() as s3:

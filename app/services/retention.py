@@ -1,0 +1,193 @@
+"""Retention: which backups go and why, and their removal (objects first, then the record).
+
+A good backup is completed or restored and has not failed verification. Per
+source, the newest `min_count` good backups and those a GFS rule selects are
+always kept; any other backup goes when it is past its own retentionDays or,
+for good ones, beyond the newest `max_count`.
+"""
+
+import zoneinfo
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+from pydantic import ConfigDict, Field
+
+from app.config import RetentionSettings, Settings
+from app.errors import AppError
+from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationState
+from app.models.common import ApiSchema, utcnow
+from app.services.backups import remove_backup
+from app.services.jobs import JobContext
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+
+class CleanupRequest(ApiSchema):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(default=False, description="answer what would go and why; "
+                                                     "delete nothing")
+    source: str | None = Field(default=None, min_length=1, max_length=63,
+                               description="only this source; default all")
+
+
+class RetentionItem(ApiSchema):
+    id: PydanticObjectId
+    source: str | None
+    status: BackupStatus
+    created_at: datetime
+    stored_bytes: int | None
+    reasons: list[str]
+
+
+class SourceRetention(ApiSchema):
+    source: str | None
+    good: int = Field(description="good backups before this run")
+    deleted: int
+    good_left: int
+
+
+class CleanupResult(ApiSchema):
+    dry_run: bool
+    evaluated_at: datetime
+    deleted: list[RetentionItem]
+    protected: list[RetentionItem] = Field(description="due to go but kept, with the rule "
+                                                       "that keeps them")
+    sources: list[SourceRetention]
+    deleted_count: int
+    freed_bytes: int
+    errors: list[str] = []
+
+
+def is_good(backup: Backup) -> bool:
+    return (backup.status in GOOD_STATUSES and backup.deleting_since is None
+            and backup.verification.state is not VerificationState.failed)
+
+
+@dataclass
+class Decision:
+    delete: dict[PydanticObjectId, list[str]] = field(default_factory=dict)
+    protect: dict[PydanticObjectId, list[str]] = field(default_factory=dict)
+
+
+GFS_RULES: list[tuple[str, str, Callable[[datetime], Hashable]]] = [
+    ("keep_daily", "daily", lambda t: t.date()),
+    ("keep_weekly", "weekly", lambda t: t.isocalendar()[:2]),
+    ("keep_monthly", "monthly", lambda t: (t.year, t.month)),
+    ("keep_yearly", "yearly", lambda t: t.year),
+]
+
+
+def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
+           timezone: str = "UTC") -> Decision:
+    """The fate of one source's finished backups (pending ones are never passed in)."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    decision = Decision()
+    newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
+    good = [b for b in newest_first if is_good(b)]
+    protect: dict[PydanticObjectId, list[str]] = {}
+
+    def keep(backup: Backup, reason: str) -> None:
+        assert backup.id is not None
+        protect.setdefault(backup.id, []).append(reason)
+
+    for backup in good[:policy.min_count]:
+        keep(backup, f"one of the newest {policy.min_count} good backups (minimum)")
+    for setting, label, bucket_of in GFS_RULES:
+        wanted: int = getattr(policy, setting)
+        seen: set[Hashable] = set()
+        for backup in good:
+            if len(seen) >= wanted:
+                break
+            bucket = bucket_of(backup.created_at.astimezone(zone))
+            if bucket not in seen:
+                seen.add(bucket)
+                keep(backup, f"GFS {label}: newest good backup of {bucket}")
+    for backup in newest_first:
+        assert backup.id is not None
+        reasons = []
+        if backup.deleting_since is not None:
+            reasons.append(f"finishing an interrupted deletion ({backup.deletion_reason})")
+        age_limit = backup.created_at + timedelta(days=backup.retention_days)
+        if age_limit <= now:
+            what = "good backup" if is_good(backup) else f"{backup.status.value} backup"
+            reasons.append(f"{what} past its retention of {backup.retention_days} days")
+        if is_good(backup) and good.index(backup) >= policy.max_count:
+            reasons.append(f"beyond the newest {policy.max_count} good backups of its source")
+        if not reasons:
+            continue
+        if backup.id in protect and backup.deleting_since is None:
+            decision.protect[backup.id] = protect[backup.id]
+        else:
+            decision.delete[backup.id] = reasons
+    return decision
+
+
+def _item(backup: Backup, reasons: list[str]) -> RetentionItem:
+    assert backup.id is not None
+    return RetentionItem(id=backup.id, source=backup.source, status=backup.status,
+                         created_at=backup.created_at, stored_bytes=backup.stored_bytes,
+                         reasons=reasons)
+
+
+async def _finished_backups(source: str | None) -> dict[str | None, list[Backup]]:
+    query: dict[str, Any] = {"status": {"$ne": BackupStatus.pending.value}}
+    if source is not None:
+        query["source"] = source
+    by_source: dict[str | None, list[Backup]] = {}
+    async for backup in Backup.find(query):
+        by_source.setdefault(backup.source, []).append(backup)
+    return by_source
+
+
+async def apply_retention(settings: Settings, storage: Storage, request: CleanupRequest,
+                          now: datetime | None = None) -> CleanupResult:
+    """Plan retention for every source (or one) and, unless a dry run, carry it out."""
+    now = now or utcnow()
+    deleted: list[RetentionItem] = []
+    protected: list[RetentionItem] = []
+    sources: list[SourceRetention] = []
+    errors: list[str] = []
+    for source, backups in sorted((await _finished_backups(request.source)).items(),
+                                  key=lambda kv: kv[0] or ""):
+        decision = decide(backups, settings.retention, now, settings.system.timezone)
+        by_id = {b.id: b for b in backups}
+        gone = removed = 0
+        for backup_id, reasons in decision.delete.items():
+            backup = by_id[backup_id]
+            reason = "; ".join(reasons)
+            if not request.dry_run:
+                try:
+                    await remove_backup(storage, backup, f"retention: {reason}")
+                except AppError as exc:
+                    errors.append(f"backup {backup_id}: {exc.message}")
+                    continue
+            deleted.append(_item(backup, reasons))
+            removed += 1
+            gone += is_good(backup)
+        protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
+        good = sum(map(is_good, backups))
+        sources.append(SourceRetention(source=source, good=good, deleted=removed,
+                                       good_left=good - gone))
+    result = CleanupResult(dry_run=request.dry_run, evaluated_at=now, deleted=deleted,
+                           protected=protected, sources=sources, deleted_count=len(deleted),
+                           freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors)
+    log.info("retention applied", dry_run=request.dry_run, deleted=len(deleted),
+             protected=len(protected), errors=len(errors))
+    return result
+
+
+async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
+    """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
+    request = CleanupRequest.model_validate(ctx.job.params)
+    ctx.progress.set_phase("cleanup")
+    result = await apply_retention(ctx.settings, ctx.storage, request)
+    if result.errors:
+        raise AppError(f"{len(result.errors)} deletion(s) failed: " + "; ".join(result.errors))
+    return result.model_dump(mode="json", by_alias=True)
+

@@ -1,0 +1,287 @@
+"""Schedules: defaults seeded from settings, edits, fires claimed once, and their jobs."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+from pymongo.errors import DuplicateKeyError
+
+from app.config import Settings, SourceKind
+from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.models.backup import BackupType
+from app.models.common import utcnow
+from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
+from app.models.requests import DatabaseBackupCreate
+from app.models.schedule import (
+    FireStatus,
+    LastRun,
+    Schedule,
+    ScheduleCreate,
+    ScheduleFire,
+    ScheduleKind,
+    ScheduleOut,
+    ScheduleStatus,
+    ScheduleUpdate,
+)
+from app.scheduler.cron import crontab_trigger
+from app.services.auth import system_user_id
+from app.services.jobs import JobRunner
+
+log = structlog.get_logger(__name__)
+SEEDED_MARKER = "schedules-seeded"
+# Enumerating fires of a fine-grained schedule over a long outage stops here.
+MAX_OVERDUE = 10_000
+
+JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.cleanup: JobKind.cleanup,
+               ScheduleKind.stats_report: JobKind.stats_report,
+               ScheduleKind.health_check: JobKind.health_check}
+
+
+def default_schedules(settings: Settings) -> list[Schedule]:
+    """The schedules a fresh catalog starts with (seed 002's and 004's)."""
+    s, tz = settings.schedules, settings.system.timezone
+    return [
+        Schedule(name="daily", kind=ScheduleKind.database, cron=s.daily, timezone=tz,
+                 retention_days=s.daily_retention_days, description="Daily database backups"),
+        Schedule(name="weekly", kind=ScheduleKind.database, cron=s.weekly, timezone=tz,
+                 retention_days=s.weekly_retention_days,
+                 description="Weekly database backups"),
+        Schedule(name="monthly", kind=ScheduleKind.database, cron=s.monthly, timezone=tz,
+                 retention_days=s.monthly_retention_days,
+                 description="Monthly database backups"),
+        Schedule(name="cleanup", kind=ScheduleKind.cleanup, cron=s.cleanup, timezone=tz,
+                 description="Retention cleanup"),
+        Schedule(name="stats-report", kind=ScheduleKind.stats_report, cron=s.stats_report,
+                 timezone=tz, description="Weekly stats report"),
+        Schedule(name="health-check", kind=ScheduleKind.health_check, cron=s.health_check,
+                 timezone=tz, description="Monthly health check"),
+    ]
+
+
+async def seed_schedules(settings: Settings) -> int:
+    """Create the default schedules once per catalog; returns how many this call made.
+
+    A marker records that seeding happened, so deleted defaults stay deleted.
+    """
+    markers = Schedule.get_pymongo_collection().database["service_markers"]
+    if await markers.find_one({"_id": SEEDED_MARKER}):
+        return 0
+    created = 0
+    for schedule in default_schedules(settings):
+        try:
+            await schedule.insert()
+            created += 1
+        except DuplicateKeyError:
+            pass  # another replica seeded it first
+    try:
+        await markers.insert_one({"_id": SEEDED_MARKER, "at": utcnow()})
+    except DuplicateKeyError:
+        pass
+    if created:
+        log.info("default schedules created", count=created)
+    return created
+
+
+def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
+                   retention_days: int | None) -> None:
+    if kind is not ScheduleKind.database:
+        bad = [f for f, v in (("sources", sources), ("retentionDays", retention_days)) if v]
+        if bad:
+            raise InvalidInputError(
+                f"{', '.join(bad)} only apply to database schedules",
+                [{"field": f, "message": "only for database schedules"} for f in bad])
+        return
+    known = {s.name for s in settings.all_sources()}
+    unknown = [name for name in sources if name not in known]
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown source(s): {', '.join(unknown)} (configured: {', '.join(sorted(known))})",
+            [{"field": "sources", "message": f"unknown source {name!r}"} for name in unknown])
+
+
+async def list_schedules() -> list[Schedule]:
+    return await Schedule.find({}).sort("name").to_list()
+
+
+async def get_schedule(schedule_id: PydanticObjectId) -> Schedule:
+    schedule = await Schedule.get(schedule_id)
+    if schedule is None:
+        raise NotFoundError(f"Schedule {schedule_id} not found")
+    return schedule
+
+
+async def create_schedule(settings: Settings, body: ScheduleCreate) -> Schedule:
+    _check_targets(settings, body.kind, body.sources, body.retention_days)
+    schedule = Schedule(**body.model_dump())
+    try:
+        await schedule.insert()
+    except DuplicateKeyError as exc:
+        raise ConflictError(f"A schedule named {body.name!r} already exists") from exc
+    log.info("schedule created", schedule=schedule.name, cron=schedule.cron)
+    return schedule
+
+
+async def update_schedule(settings: Settings, schedule_id: PydanticObjectId,
+                          body: ScheduleUpdate) -> Schedule:
+    schedule = await get_schedule(schedule_id)
+    changes = body.model_dump(exclude_unset=True)
+    merged = {**schedule.model_dump(), **changes}
+    _check_targets(settings, schedule.kind, merged["sources"], merged["retention_days"])
+    for name, value in changes.items():
+        setattr(schedule, name, value)
+    schedule.updated_at = utcnow()
+    await schedule.save()
+    log.info("schedule updated", schedule=schedule.name, fields=sorted(changes))
+    return schedule
+
+
+async def delete_schedule(schedule_id: PydanticObjectId) -> Schedule:
+    schedule = await get_schedule(schedule_id)
+    await schedule.delete()
+    log.info("schedule deleted", schedule=schedule.name)
+    return schedule
+
+
+def next_run(schedule: Schedule, after: datetime) -> datetime | None:
+    if not schedule.enabled:
+        return None
+    nxt: datetime | None = crontab_trigger(schedule.cron, schedule.timezone) \
+        .get_next_fire_time(None, after)
+    return nxt
+
+
+def fires_between(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
+    """Fire times t with start < t <= end, oldest first (at most MAX_OVERDUE, the newest)."""
+    trigger = crontab_trigger(schedule.cron, schedule.timezone)
+    found: list[datetime] = []
+    previous: datetime | None = None
+    now = start + timedelta(microseconds=1)
+    while True:
+        nxt = trigger.get_next_fire_time(previous, now)
+        if nxt is None or nxt > end:
+            return found
+        found.append(nxt)
+        if len(found) > MAX_OVERDUE:
+            found.pop(0)
+        previous, now = nxt, nxt + timedelta(microseconds=1)
+
+
+async def _advance(schedule_id: PydanticObjectId, fire_time: datetime) -> None:
+    await Schedule.get_pymongo_collection().update_one(
+        {"_id": schedule_id,
+         "$or": [{"lastFireAt": None}, {"lastFireAt": {"$lt": fire_time}}]},
+        {"$set": {"lastFireAt": fire_time}})
+
+
+async def claim_fire(schedule: Schedule, fire_time: datetime, replica: str,
+                     catch_up: bool = False) -> ScheduleFire | None:
+    """The fire's unique lease: only one replica's insert succeeds."""
+    assert schedule.id is not None
+    fire = ScheduleFire(schedule_id=schedule.id, schedule_name=schedule.name,
+                        fire_time=fire_time, replica=replica, catch_up=catch_up)
+    try:
+        await fire.insert()
+    except DuplicateKeyError:
+        return None
+    await _advance(schedule.id, fire_time)
+    return fire
+
+
+async def record_missed(schedule: Schedule, missed: list[datetime], replica: str) -> None:
+    """One record for a run of fires nobody ran (oldest first in `missed`)."""
+    if not missed:
+        return
+    assert schedule.id is not None
+    fire = ScheduleFire(schedule_id=schedule.id, schedule_name=schedule.name,
+                        fire_time=missed[-1], status=FireStatus.missed, replica=replica,
+                        missed_count=len(missed), missed_from=missed[0])
+    try:
+        await fire.insert()
+    except DuplicateKeyError:
+        return
+    await _advance(schedule.id, missed[-1])
+    log.warning("schedule fires missed", schedule=schedule.name, count=len(missed),
+                first=missed[0].isoformat(), last=missed[-1].isoformat())
+
+
+def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
+    if schedule.kind is not ScheduleKind.database:
+        return [None]
+    if schedule.sources:
+        return list(schedule.sources)
+    kinds = (SourceKind.postgres, SourceKind.mongodb)
+    return [s.name for s in settings.all_sources() if s.enabled and s.kind in kinds]
+
+
+def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> dict[str, Any]:
+    params: dict[str, Any] = {"fireTime": fire.fire_time.isoformat()}
+    if schedule.kind is ScheduleKind.database:
+        assert source is not None
+        request = DatabaseBackupCreate(source=source, retention_days=schedule.retention_days,
+                                       notes=f"Scheduled backup ({schedule.name})")
+        params |= {"request": request.model_dump(mode="json", by_alias=True),
+                   "backupType": BackupType.automatic.value}
+    return params
+
+
+async def dispatch(runner: JobRunner, schedule: Schedule, fire: ScheduleFire) -> list[BackupJob]:
+    """Queue the fire's jobs; idempotent, so an interrupted dispatch can be redone."""
+    assert fire.id is not None
+    assert schedule.id is not None
+    done = {job.source: job async for job in BackupJob.find({"fireId": fire.id})}
+    author = await system_user_id()
+    jobs = list(done.values())
+    for source in _targets(runner.settings, schedule):
+        if source in done:
+            continue
+        jobs.append(await runner.submit(
+            JOB_OF_KIND[schedule.kind], _params(schedule, source, fire), source=source,
+            trigger=JobTrigger.schedule, requested_by=author, schedule_id=schedule.id,
+            fire_id=fire.id))
+    await ScheduleFire.get_pymongo_collection().update_one(
+        {"_id": fire.id}, {"$set": {"status": FireStatus.dispatched.value,
+                                    "jobIds": [j.id for j in jobs], "updatedAt": utcnow()}})
+    log.info("schedule fired", schedule=schedule.name, fire_time=fire.fire_time.isoformat(),
+             jobs=len(jobs), catch_up=fire.catch_up)
+    return jobs
+
+
+def _outcome(jobs: list[BackupJob]) -> JobStatus | None:
+    newest: dict[str | None, BackupJob] = {}
+    for job in sorted(jobs, key=lambda j: j.created_at):
+        newest[job.source] = job
+    states = {job.status for job in newest.values()}
+    for live in (JobStatus.running, JobStatus.queued):
+        if live in states:
+            return live
+    for bad in (JobStatus.failed, JobStatus.interrupted):
+        if bad in states:
+            return bad
+    return JobStatus.completed if states else None
+
+
+async def last_run(schedule: Schedule) -> LastRun | None:
+    fire = await ScheduleFire.find({"scheduleId": schedule.id}).sort("-fireTime").first_or_none()
+    if fire is None:
+        return None
+    jobs = await BackupJob.find({"fireId": fire.id}).to_list() if fire.id else []
+    return LastRun(
+        fire_time=fire.fire_time, status=fire.status, catch_up=fire.catch_up,
+        missed_count=fire.missed_count,
+        outcome=_outcome(jobs) if fire.status is not FireStatus.missed else None,
+        jobs=[{"id": str(j.id), "source": j.source, "status": j.status.value,
+               "error": j.error, "retryOf": str(j.retry_of) if j.retry_of else None,
+               "finishedAt": j.finished_at if j.status in FINISHED_JOB_STATUSES else None}
+              for j in jobs])
+
+
+async def schedule_status(now: datetime | None = None) -> list[ScheduleStatus]:
+    """Each schedule with its last run, that run's outcome, and its next run."""
+    now = now or utcnow()
+    out = []
+    for schedule in await list_schedules():
+        base = ScheduleOut.model_validate(schedule, from_attributes=True)
+        out.append(ScheduleStatus(**base.model_dump(), last_run=await last_run(schedule),
+                                  next_run=next_run(schedule, now)))
+    return out
