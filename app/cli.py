@@ -36,7 +36,9 @@ from app.services.catalog_db import open_catalog
 from app.services.handlers import JOB_HANDLERS
 from app.services.jobs import JobRunner
 from app.services.jobs import Progress as JobProgress
+from app.services.notify import job_listener
 from app.services.restores import plan_restore
+from app.services.retention import CleanupRequest, CleanupResult, apply_retention
 from app.services.storage import storage_from_settings
 
 app = typer.Typer(help="Backvault: backups of PostgreSQL, MongoDB, IPFS and Gaia.",
@@ -58,6 +60,7 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
         storage = storage_from_settings(settings)
         await storage.prepare()
         runner = JobRunner(settings, storage, JOB_HANDLERS)
+        runner.finish_listeners.append(job_listener(settings))
         try:
             return await work(settings, runner)
         finally:
@@ -190,6 +193,39 @@ def restore(backup_id: str, target_database: str | None = None, drop_existing: b
                                   source=backup.source, backup_id=backup.id,
                                   trigger=JobTrigger.cli)
         return _report(await _run_job(runner, job, f"restore {backup_id}"))
+
+    _run(work)
+
+
+def _print_cleanup(result: CleanupResult) -> None:
+    verb = "would delete" if result.dry_run else "deleted"
+    table = Table("id", "source", "created", "status", "reasons", title=f"{verb}")
+    for item in result.deleted:
+        table.add_row(str(item.id), item.source or "-", f"{item.created_at:%Y-%m-%d %H:%M}",
+                      item.status.value, "; ".join(item.reasons))
+    out.print(table)
+    for item in result.protected:
+        out.print(f"kept {item.id} ({item.source}): {'; '.join(item.reasons)}")
+    out.print(f"{result.deleted_count} backups {verb}, {result.freed_bytes} bytes")
+
+
+@app.command()
+def cleanup(dry_run: Annotated[bool, typer.Option(help="show what would go; delete nothing")]
+            = False, source: str | None = None) -> None:
+    """Apply retention: delete expired backups, never below the per-source minimum."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        request = CleanupRequest(dry_run=dry_run, source=source)
+        if dry_run:
+            _print_cleanup(await apply_retention(settings, runner.storage, request))
+            return 0
+        job = await runner.submit(JobKind.cleanup, request.model_dump(mode="json", by_alias=True),
+                                  source=source, trigger=JobTrigger.cli)
+        finished = await _run_job(runner, job, "retention cleanup")
+        if finished.status is not JobStatus.completed:
+            return _report(finished)
+        _print_cleanup(CleanupResult.model_validate(finished.result))
+        return 0
 
     _run(work)
 

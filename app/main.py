@@ -10,13 +10,12 @@ from app.api import auth, backups, jobs, schedules, system
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logs import configure_logging
-from app.models.job import BackupJob
 from app.scheduler.service import ScheduleService
 from app.services.auth import bootstrap_superadmin
 from app.services.catalog_db import open_catalog
 from app.services.handlers import JOB_HANDLERS
 from app.services.jobs import JobRunner
-from app.services.notify import notify_job
+from app.services.notify import job_listener
 from app.services.storage import storage_from_settings
 
 log = structlog.get_logger(__name__)
@@ -32,11 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.storage = storage_from_settings(settings)
         await app.state.storage.prepare()
         runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
-
-        async def notify(job: BackupJob) -> None:
-            await notify_job(settings, job)
-
-        runner.finish_listeners.append(notify)
+        runner.finish_listeners.append(job_listener(settings))
         app.state.runner = runner
         created = await bootstrap_superadmin(settings)
         if created is not None:

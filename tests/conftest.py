@@ -50,7 +50,8 @@ def pg_uri(database: str) -> str:
 def make_settings(**groups: Any) -> Settings:
     """Settings for tests, built from arguments only (no .env, no BACKUP_* from the shell)."""
     base: dict[str, Any] = {
-        "system": {"environment": "test", "log_level": "warning"},
+        # Schedules off: the seeded defaults must not fire in the middle of a test run.
+        "system": {"environment": "test", "log_level": "warning", "enabled": False},
         "catalog": {"mongo_uri": SecretStr(MONGO_URI),
                     "database": f"backvault_test_{uuid.uuid4().hex[:10]}"},
         "auth": {"jwt_secret": SecretStr(JWT_SECRET), "bootstrap_username": "root",

@@ -6,6 +6,7 @@ work it reports on.
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -125,7 +126,12 @@ def job_message(job: BackupJob) -> Message | None:
     return None
 
 
-async def notify_job(settings: Settings, job: BackupJob) -> None:
-    message = job_message(job)
-    if message is not None:
-        await send(settings, message)
+def job_listener(settings: Settings) -> Callable[[BackupJob], Awaitable[None]]:
+    """A JobRunner finish listener that notifies about each finished job."""
+
+    async def notify_job(job: BackupJob) -> None:
+        message = job_message(job)
+        if message is not None:
+            await send(settings, message)
+
+    return notify_job

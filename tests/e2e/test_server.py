@@ -1,7 +1,6 @@
 """The real server process, started through the `backvault serve` CLI like `make run` does."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,10 @@ import pytest
 from pymongo import MongoClient
 
 from tests.conftest import MONGO_URI
+from tests.support.receivers import free_port
 
 JWT = "e2e-jwt-secret-" + uuid.uuid4().hex
 ADMIN_PASSWORD = "e2e-admin-password-" + uuid.uuid4().hex[:8]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
