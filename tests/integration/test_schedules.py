@@ -56,12 +56,13 @@ async def test_crud_and_validation(client: httpx.AsyncClient, admin: Account,
     error = bad_cron.json()["error"]
     assert error["details"][0]["field"] == "cron"
     assert "day_of_week: 8 is outside 0-7" in error["message"]
-    for wrong, field in [({"timezone": "Mars/Base"}, "timezone"),
+    cases: list[tuple[dict[str, Any], str]] = [({"timezone": "Mars/Base"}, "timezone"),
                          ({"sources": ["nope"]}, "sources"),
                          ({"kind": "cleanup", "sources": ["pg"]}, "sources"),
                          ({"retentionDays": 0}, "retentionDays"),
                          ({"name": "Has Spaces"}, "name"),
-                         ({"colour": "red"}, "colour")]:
+                         ({"colour": "red"}, "colour")]
+    for wrong, field in cases:
         answer = await client.post("/api/schedules", json={**body, "name": "y", **wrong},
                                    headers=admin.headers)
         assert answer.status_code == 422, (wrong, answer.text)
@@ -110,6 +111,7 @@ async def test_a_fire_runs_once_across_replicas(settings: Settings) -> None:
                                   sources=["pg", "mongo"])
     replicas = [service(settings, f"replica-{i}") for i in range(3)]
     fire_time = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert schedule.id is not None
     await asyncio.gather(*(r._fire(schedule.id, run_times=[fire_time]) for r in replicas))
     fires = await ScheduleFire.find({"scheduleId": schedule.id}).to_list()
     assert len(fires) == 1

@@ -6,7 +6,7 @@ from beanie import PydanticObjectId
 
 from app.config import RetentionSettings
 from app.models.backup import Backup, BackupStatus, Verification, VerificationState
-from app.services.retention import decide
+from app.services.retention import Decision, decide
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ADMIN = PydanticObjectId()
@@ -14,11 +14,17 @@ ADMIN = PydanticObjectId()
 
 def backup(days_old: float, status: str = "completed", retention: int = 7,
            verification: VerificationState = VerificationState.unverified) -> Backup:
-    return Backup.model_construct(
+    made: Backup = Backup.model_construct(
         id=PydanticObjectId(), admin=ADMIN, source="pg", status=BackupStatus(status),
         retention_days=retention, created_at=NOW - timedelta(days=days_old),
         verification=Verification(state=verification), deleting_since=None,
         deletion_reason=None)
+    return made
+
+
+def why(decision: Decision, gone: Backup) -> list[str]:
+    assert gone.id is not None
+    return decision.delete[gone.id]
 
 
 def policy(**changes: int) -> RetentionSettings:
@@ -50,14 +56,14 @@ def test_failed_and_failed_verification_do_not_count_as_good() -> None:
     decision = decide([good, failed, broken, fresh_failed], policy(min_count=1), NOW)
     assert set(decision.protect) == {good.id}
     assert set(decision.delete) == {failed.id, broken.id}
-    assert "failed backup past its retention" in decision.delete[failed.id][0]
+    assert "failed backup past its retention" in why(decision, failed)[0]
 
 
 def test_maximum_count_removes_the_oldest_good_ones() -> None:
     backups = [backup(i, retention=365) for i in range(6)]
     decision = decide(backups, policy(max_count=4, min_count=2), NOW)
     assert set(decision.delete) == {backups[4].id, backups[5].id}
-    assert "beyond the newest 4 good backups" in decision.delete[backups[4].id][0]
+    assert "beyond the newest 4 good backups" in why(decision, backups[4])[0]
 
 
 def test_restored_backups_are_good() -> None:
@@ -84,4 +90,4 @@ def test_interrupted_deletion_is_finished_even_for_a_protected_backup() -> None:
     only.deleting_since = NOW - timedelta(hours=1)
     only.deletion_reason = "deleted by request"
     decision = decide([only], policy(), NOW)
-    assert "finishing an interrupted deletion (deleted by request)" in decision.delete[only.id]
+    assert "finishing an interrupted deletion (deleted by request)" in why(decision, only)
