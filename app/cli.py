@@ -59,7 +59,7 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
         client = await open_catalog(settings)
         storage = storage_from_settings(settings)
         await storage.prepare()
-        runner = JobRunner(settings, storage, JOB_HANDLERS)
+        runner = JobRunner(settings, storage, JOB_HANDLERS, runs_own_jobs=True)
         runner.finish_listeners.append(job_listener(settings))
         try:
             return await work(settings, runner)

@@ -15,7 +15,14 @@ from pymongo import ReturnDocument
 from app.config import Settings
 from app.errors import AppError
 from app.models.common import utcnow
-from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
+from app.models.job import (
+    FINISHED_JOB_STATUSES,
+    RETRYABLE_KINDS,
+    BackupJob,
+    JobKind,
+    JobStatus,
+    JobTrigger,
+)
 from app.services.catalog import get_job
 from app.services.storage import Storage
 
@@ -97,7 +104,11 @@ class JobRunner:
     """Runs queued jobs of the catalog, at most `max_concurrent_jobs` at a time."""
 
     def __init__(self, settings: Settings, storage: Storage,
-                 handlers: dict[JobKind, Handler], replica_id: str | None = None) -> None:
+                 handlers: dict[JobKind, Handler], replica_id: str | None = None,
+                 runs_own_jobs: bool = False) -> None:
+        """`runs_own_jobs`: what this runner submits is held for it (the CLI's way), so a
+        server sharing the catalog cannot claim it first."""
+        self.runs_own_jobs = runs_own_jobs
         self.settings = settings
         self.storage = storage
         self.handlers = handlers
@@ -115,14 +126,20 @@ class JobRunner:
                      backup_id: PydanticObjectId | None = None,
                      schedule_id: PydanticObjectId | None = None,
                      fire_id: PydanticObjectId | None = None) -> BackupJob:
+        # The submitter's retry policy travels with the job to whichever replica sweeps it.
+        attempts = self.settings.limits.job_attempts if kind in RETRYABLE_KINDS else 1
         job = BackupJob(kind=kind, params=params, source=source, trigger=trigger,
                         requested_by=requested_by, backup_id=backup_id,
-                        schedule_id=schedule_id, fire_id=fire_id)
+                        schedule_id=schedule_id, fire_id=fire_id, max_attempts=attempts)
         await self.enqueue(job)
         return job
 
     async def enqueue(self, job: BackupJob) -> None:
-        """Insert a queued job and wake the claim loop."""
+        """Insert a queued job (or one already held by this runner) and wake the loop."""
+        if self.runs_own_jobs:
+            now = utcnow()
+            job.status, job.lease_owner, job.attempts = JobStatus.running, self.replica_id, 1
+            job.lease_expires_at, job.heartbeat_at, job.started_at = now + self.lease, now, now
         await job.insert()
         self._wake.set()
         log.info("job queued", job_id=str(job.id), kind=job.kind.value, source=job.source)
@@ -257,9 +274,10 @@ class JobRunner:
                           "leaseExpiresAt": now + self.lease, "updatedAt": now}})
 
     async def run_now(self, job: BackupJob) -> BackupJob:
-        """Claim this queued job and run it in this process (the CLI's way)."""
+        """Run this job in this process: one it holds, or a queued one it can claim."""
         assert job.id is not None
-        claimed = await self.claim(job.id)
+        held = job.status is JobStatus.running and job.lease_owner == self.replica_id
+        claimed = job if held else await self.claim(job.id)
         if claimed is None:
             raise AppError(f"Job {job.id} is not queued any more")
         await self.execute(claimed)

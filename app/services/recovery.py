@@ -12,12 +12,14 @@ from beanie import PydanticObjectId
 
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
-from app.models.job import RETRYABLE_KINDS, BackupJob, JobStatus
+from app.models.job import RETRYABLE_KINDS, BackupJob, JobKind, JobStatus
 from app.services.backups import discard_backup
 from app.services.jobs import JobRunner
 
 log = structlog.get_logger(__name__)
 LIVE_JOB_STATUSES = (JobStatus.queued.value, JobStatus.running.value)
+# An interruption older than this is history, not something to redo now.
+RETRY_WINDOW = timedelta(hours=24)
 
 
 @dataclass
@@ -50,23 +52,26 @@ async def interrupt_lapsed(runner: JobRunner, now: datetime) -> list[BackupJob]:
     return found
 
 
-async def retry_interrupted(runner: JobRunner) -> list[PydanticObjectId]:
-    """Queue one more run of each interrupted job that may be repeated; returns new ids."""
+async def retry_interrupted(runner: JobRunner, now: datetime) -> list[PydanticObjectId]:
+    """Queue one more run of each recently interrupted job that has attempts left."""
     queued: list[PydanticObjectId] = []
-    attempts = runner.settings.limits.job_attempts
     async for job in BackupJob.find({"status": JobStatus.interrupted.value,
-                                     "retryJobId": None, "attempts": {"$lt": attempts},
+                                     "retryJobId": None,
+                                     "finishedAt": {"$gte": now - RETRY_WINDOW},
                                      "kind": {"$in": [k.value for k in RETRYABLE_KINDS]}}):
+        if job.attempts >= job.max_attempts:
+            continue
         retry_id = PydanticObjectId()
         taken = await BackupJob.get_pymongo_collection().update_one(
             {"_id": job.id, "retryJobId": None}, {"$set": {"retryJobId": retry_id}})
         if not taken.modified_count:
             continue
         retry = BackupJob(id=retry_id, kind=job.kind, trigger=job.trigger, source=job.source,
-                          backup_id=job.backup_id if job.kind.value == "verify" else None,
+                          backup_id=job.backup_id if job.kind is JobKind.verify else None,
                           schedule_id=job.schedule_id, fire_id=job.fire_id,
                           requested_by=job.requested_by, params=job.params,
-                          attempts=job.attempts, max_attempts=attempts, retry_of=job.id)
+                          attempts=job.attempts, max_attempts=job.max_attempts,
+                          retry_of=job.id)
         await runner.enqueue(retry)
         log.info("interrupted job queued again", job_id=str(job.id), retry_id=str(retry_id))
         queued.append(retry_id)
@@ -80,8 +85,7 @@ async def fail_abandoned_backups(runner: JobRunner, now: datetime) -> list[Pydan
     # A backup written outside a job (none today) is given its full time limit.
     orphan_age = timedelta(seconds=settings.limits.timeout_seconds) + lease
     failed: list[PydanticObjectId] = []
-    async for backup in Backup.find({"status": BackupStatus.pending.value,
-                                     "updatedAt": {"$lt": now - lease}}):
+    async for backup in Backup.find({"status": BackupStatus.pending.value}):
         if backup.job_id is not None:
             job = await BackupJob.get(backup.job_id)
             if job is not None and job.status.value in LIVE_JOB_STATUSES:
@@ -103,7 +107,7 @@ async def sweep(runner: JobRunner, now: datetime | None = None) -> SweepReport:
     now = now or utcnow()
     report = SweepReport()
     report.interrupted = [j.id for j in await interrupt_lapsed(runner, now) if j.id]
-    report.retried = await retry_interrupted(runner)
+    report.retried = await retry_interrupted(runner, now)
     report.failed_backups = await fail_abandoned_backups(runner, now)
     settings = runner.settings
     stale_after = settings.limits.timeout_seconds + 2 * settings.system.lease_seconds

@@ -19,9 +19,12 @@ from pydantic import SecretStr
 from app.config import Settings, SourceKind, SourceSettings
 from app.errors import AppError
 from app.models.backup import Backup, BackupStatus, VerificationState
+from app.models.job import BackupJob, JobStatus
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.services.backups import back_up
-from app.services.jobs import Progress
+from app.services.handlers import JOB_HANDLERS
+from app.services.jobs import JobRunner, Progress
+from app.services.recovery import sweep
 from app.services.restores import restore
 from app.services.storage import LocalStorage
 from app.services.storage.base import StorageError
@@ -198,6 +201,8 @@ async def test_process_killed_mid_backup(settings: Settings, big: str) -> None:
         "BACKUP_STORAGE__LOCAL_DIR": str(settings.storage.local_dir),
         "BACKUP_TOOLS__PG_BIN_DIR": str(settings.tools.pg_bin_dir),
         "BACKUP_LIMITS__BANDWIDTH_MBPS": "2",
+        "BACKUP_SYSTEM__LEASE_SECONDS": "2",
+        "BACKUP_LIMITS__JOB_ATTEMPTS": "1",  # this one is not retried
     })
     cli = Path(sys.executable).parent / "backvault"
     proc = subprocess.Popen([str(cli), "backup", "create", "--source", "big"], env=env,
@@ -218,9 +223,25 @@ async def test_process_killed_mid_backup(settings: Settings, big: str) -> None:
         proc.wait()
     backup = await Backup.get(backup_id)
     assert backup is not None
-    assert backup.status is BackupStatus.pending  # never completed; stuck work is swept later
-    final = Path(settings.storage.local_dir) / str(backup.storage_key)
-    assert not final.exists()
-    assert not (Path(settings.storage.local_dir) / str(backup.manifest_key)).exists()
-    assert all(".partial-" in p.name for p in leftovers(Path(settings.storage.local_dir),
-                                                         backup))
+    assert backup.status is BackupStatus.pending  # never completed
+    root = Path(settings.storage.local_dir)
+    assert not (root / str(backup.storage_key)).exists()
+    assert not (root / str(backup.manifest_key)).exists()
+    assert leftovers(root, backup)
+    assert all(".partial-" in p.name for p in leftovers(root, backup))
+
+    # Once the lease lapses, a sweep (any replica's) gives the work up and cleans after it.
+    await asyncio.sleep(2.5)
+    runner = JobRunner(with_changes(settings), store(settings), JOB_HANDLERS, replica_id="sweeper")
+    await sweep(runner)
+    job = await BackupJob.get(backup.job_id)
+    assert job is not None
+    assert job.status is JobStatus.interrupted
+    assert job.error is not None
+    assert job.error.startswith("Interrupted: replica ")
+    assert job.retry_job_id is None  # one attempt allowed
+    swept = await Backup.get(backup_id)
+    assert swept is not None
+    assert swept.status is BackupStatus.failed
+    assert swept.error == "Interrupted: its job ended interrupted"
+    assert leftovers(root, backup) == []

@@ -26,7 +26,7 @@ def notifying(settings: Settings, *urls: str, **switches: Any) -> JobRunner:
         "notifications": settings.notifications.model_copy(update={
             "urls": [SecretStr(u) for u in urls], "timeout_seconds": 10, **switches})})
     runner = JobRunner(changed, LocalStorage(changed.storage.local_dir), JOB_HANDLERS,
-                       replica_id="notify-test")
+                       replica_id="notify-test", runs_own_jobs=True)
     runner.finish_listeners.append(job_listener(changed))
     return runner
 

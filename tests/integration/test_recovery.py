@@ -1,0 +1,72 @@
+"""Stuck work: a job whose replica went silent is interrupted, announced and run again."""
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.models.common import utcnow
+from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
+from app.services.handlers import JOB_HANDLERS
+from app.services.jobs import JobRunner
+from app.services.recovery import sweep
+from app.services.storage import LocalStorage
+
+
+async def orphan(kind: JobKind, lapsed_seconds: float, attempts: int = 2) -> BackupJob:
+    """A job as a replica killed mid-run leaves it: running, with a lease in the past."""
+    now = utcnow()
+    job = BackupJob(kind=kind, status=JobStatus.running, trigger=JobTrigger.schedule,
+                    attempts=1, max_attempts=attempts, lease_owner="ghost:1",
+                    heartbeat_at=now - timedelta(seconds=lapsed_seconds + 30),
+                    lease_expires_at=now - timedelta(seconds=lapsed_seconds),
+                    params={"fireTime": "2026-11-23T00:00:00+00:00"})
+    await job.insert()
+    return job
+
+
+async def test_lapsed_lease_is_interrupted_announced_and_retried_once(
+        app: FastAPI, settings: Settings) -> None:
+    runner = JobRunner(settings, LocalStorage(settings.storage.local_dir), JOB_HANDLERS,
+                       replica_id="sweeper")
+    heard: list[BackupJob] = []
+
+    async def listen(job: BackupJob) -> None:
+        heard.append(job)
+
+    runner.finish_listeners.append(listen)
+    stuck = await orphan(JobKind.stats_report, 5)
+    alive = await orphan(JobKind.stats_report, -60)  # lease still valid: left alone
+    restore = await orphan(JobKind.restore, 5)
+
+    report = await sweep(runner)
+    assert stuck.id in report.interrupted
+    assert restore.id in report.interrupted
+    assert alive.id not in report.interrupted
+    assert {j.id for j in heard} >= {stuck.id, restore.id}
+    assert all(j.status is JobStatus.interrupted for j in heard)
+
+    after = await BackupJob.get(stuck.id)
+    assert after is not None
+    assert after.status is JobStatus.interrupted
+    assert after.error is not None
+    assert "replica ghost:1 stopped renewing its lease" in after.error
+    assert after.retry_job_id in report.retried
+    retry = await BackupJob.get(after.retry_job_id)
+    assert retry is not None
+    assert (retry.kind, retry.retry_of, retry.attempts) == (JobKind.stats_report, stuck.id, 1)
+    assert retry.params == stuck.params
+    restored = await BackupJob.get(restore.id)
+    assert restored is not None
+    assert restored.retry_job_id is None  # a restore is never repeated behind anyone's back
+
+    # Sweeping again (or on another replica) changes nothing.
+    again = await sweep(runner)
+    assert stuck.id not in again.interrupted
+    assert after.retry_job_id not in again.retried
+    still = await BackupJob.get(alive.id)
+    assert still is not None
+    assert still.status is JobStatus.running
+    await BackupJob.get_pymongo_collection().update_one(
+        {"_id": alive.id}, {"$set": {"status": "interrupted", "retryJobId": alive.id}})
+    await app.state.runner.wait(retry.id, 60)
