@@ -43,7 +43,7 @@ def plan_artifact(settings: Settings, source: str, kind: SourceKind, backup_id: 
     folder = f"{source}/{created:%Y/%m/%d}"
     return ArtifactPlan(chain, f"{folder}/{backup_id}.{'.'.join(chain)}",
                         f"{folder}/{backup_id}.manifest.json", settings.compression.algorithm,
-                        settings.compression.level, recipients)
+                        settings.compression.chosen_level, recipients)
 
 
 def restore_command(chain: list[str], filename: str, database: str) -> str:

@@ -28,7 +28,7 @@ def test_defaults_are_the_seed_documents_values(monkeypatch: pytest.MonkeyPatch)
         1000, 3600, 2)
     assert (s.content.concurrency, s.content.timeout_seconds, s.content.retries) == (3, 30, 3)
     assert s.content.max_file_size == 104857600
-    assert (s.compression.algorithm, s.compression.level) == ("zstd", 3)
+    assert (s.compression.algorithm, s.compression.chosen_level) == ("zstd", 2)
     assert s.system.timezone == "UTC"
     assert s.system.enabled
     assert not s.encryption.enabled
@@ -52,7 +52,7 @@ def test_environment_variables_are_read_by_group(monkeypatch: pytest.MonkeyPatch
     assert s.storage.s3_bucket == "nightly"
     assert isinstance(s.storage.s3_secret_key, SecretStr)
     assert s.storage.s3_secret_key.get_secret_value() == "s3-secret-value"
-    assert (s.compression.algorithm, s.compression.level) == ("gzip", 6)
+    assert (s.compression.algorithm, s.compression.chosen_level) == ("gzip", 6)
     assert s.encryption.enabled
     assert s.encryption.recipients == [RECIPIENT]
     assert s.limits.max_concurrent_jobs == 4
@@ -86,6 +86,12 @@ def test_catalog_is_a_default_source() -> None:
     assert catalog.kind is SourceKind.mongodb
     assert catalog.database_name() == "svc"
     assert load(catalog={"source_name": ""}).source("catalog") is None
+
+
+def test_compression_level_defaults_per_algorithm() -> None:
+    assert load(compression={"algorithm": "gzip"}).compression.chosen_level == 6
+    assert load(compression={"algorithm": "zstd", "level": ""}).compression.chosen_level == 2
+    assert load(compression={"algorithm": "zstd", "level": 9}).compression.chosen_level == 9
 
 
 @pytest.mark.parametrize(("groups", "message"), [
