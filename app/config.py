@@ -221,14 +221,55 @@ class LimitSettings(Group):
                               BeforeValidator(_empty_as_none)] = None
 
 
+class ContentSourceKind(StrEnum):
+    mongo_query = "mongo_query"  # a field of the documents of an application collection
+    static = "static"  # a fixed list
+    kubo_pins = "kubo_pins"  # the recursive pins of a Kubo node
+
+
+class ContentType(StrEnum):
+    ipfs = "ipfs"
+    gaia = "gaia"
+
+
+class ContentSourceSettings(Group):
+    name: SourceName
+    kind: ContentSourceKind
+    type: ContentType = ContentType.ipfs
+    # mongo_query: a configured MongoDB source, its collection, a filter and the field
+    # (dotted path) that holds a CID or a Gaia URL (or a list of them).
+    mongo_source: str | None = None
+    collection: str | None = None
+    field: str | None = None
+    filter: dict[str, Any] = {}
+    items: list[str] = []  # static: CIDs, or Gaia URLs / "address/path"
+    kubo_api: Annotated[HttpUrl | None, BeforeValidator(_empty_as_none)] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "ContentSourceSettings":
+        needed = {ContentSourceKind.mongo_query: ("mongo_source", "collection", "field"),
+                  ContentSourceKind.static: ("items",),
+                  ContentSourceKind.kubo_pins: ("kubo_api",)}[self.kind]
+        missing = [name for name in needed if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"content source {self.name!r} ({self.kind}) needs "
+                             + ", ".join(missing))
+        if self.kind is ContentSourceKind.kubo_pins and self.type is not ContentType.ipfs:
+            raise ValueError(f"content source {self.name!r}: Kubo pins are IPFS content")
+        return self
+
+
 class ContentSettings(Group):
     enabled: bool = True
+    sources: list[ContentSourceSettings] = []
     concurrency: int = Field(default=3, ge=1, le=64)
     timeout_seconds: float = Field(default=30.0, gt=0)
     retries: int = Field(default=3, ge=0, le=10)
     max_file_size: int = Field(default=100 * 1024 * 1024, ge=1)
     ipfs_gateways: list[HttpUrl] = []
     gaia_hubs: list[HttpUrl] = []
+    # Where re-imported IPFS content goes (Kubo RPC API); empty: no re-import.
+    kubo_api: Annotated[HttpUrl | None, BeforeValidator(_empty_as_none)] = None
 
 
 class NotificationSettings(Group):
@@ -288,12 +329,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _checks(self) -> "Settings":
-        names = [s.name for s in self.sources]
+        # Backups are listed by source name, so database and content names share a space.
+        names = [s.name for s in self.sources] + [s.name for s in self.content.sources]
         if self.catalog.source_name:
             names.append(self.catalog.source_name)
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        for source in self.content.sources:
+            if source.kind is ContentSourceKind.mongo_query and not any(
+                    s.name == source.mongo_source and s.kind is SourceKind.mongodb
+                    for s in self.all_sources()):
+                raise ValueError(f"content source {source.name!r}: mongo_source "
+                                 f"{source.mongo_source!r} is not a configured MongoDB source")
         if self.system.environment is not Environment.development:
             self._refuse_placeholders()
         return self
@@ -326,6 +374,9 @@ class Settings(BaseSettings):
 
     def source(self, name: str) -> SourceSettings | None:
         return next((s for s in self.all_sources() if s.name == name), None)
+
+    def content_source(self, name: str) -> ContentSourceSettings | None:
+        return next((s for s in self.content.sources if s.name == name), None)
 
 
 @lru_cache

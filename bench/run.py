@@ -23,6 +23,8 @@ from bench.generate import generate_mongo, generate_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+# Processes run here so a developer's .env (read from the working directory) is not used.
+NEUTRAL_DIR = tempfile.gettempdir()
 PG_URI = os.environ.get("BACKVAULT_PG_URI",
                         "postgresql://backvault:backvault@127.0.0.1:55432/postgres")
 MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
@@ -99,7 +101,8 @@ def measure_once(command: list[str], env: dict[str, str] | None = None,
                  stdout: Any = subprocess.DEVNULL) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) of the whole process tree, and stderr."""
     start = time.monotonic()
-    proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                            cwd=NEUTRAL_DIR)
     peak = 0
     done = threading.Event()
 
@@ -129,7 +132,7 @@ def backvault(env: dict[str, str], source: str, name: str, note: str) -> Row:
         # The job's own duration (dump start to durable artifact) is the service's figure;
         # the process figure adds interpreter start-up and catalog connection.
         result = subprocess.run([sys.executable, "-c", LAST_BACKUP], env=env,
-                                capture_output=True, text=True, check=True)
+                                capture_output=True, text=True, check=True, cwd=NEUTRAL_DIR)
         jobs.append(json.loads(result.stdout))
         walls.append(wall)
         peaks.append(rss)

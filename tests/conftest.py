@@ -30,6 +30,8 @@ MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
 PG_URI = os.environ.get("BACKVAULT_PG_URI",
                         "postgresql://backvault:backvault@127.0.0.1:55432/postgres")
 PG_BIN = os.environ.get("BACKVAULT_PG_BIN", "/usr/lib/postgresql/15/bin")
+IPFS_API = os.environ.get("BACKVAULT_IPFS_API", "http://127.0.0.1:55001")
+IPFS_GATEWAY = os.environ.get("BACKVAULT_IPFS_GATEWAY", "http://127.0.0.1:58080")
 TOOLS_BIN = Path(os.environ.get("BACKVAULT_TOOLS_BIN", Path(__file__).parents[1] / ".data/bin"))
 TEST_PASSWORD = "correct horse battery staple"
 JWT_SECRET = "test-jwt-secret-" + "x" * 32
@@ -41,6 +43,25 @@ AGE_IDENTITY = pyrage.x25519.Identity.generate()
 AGE_KEY_FILE = WORK / "age-key.txt"
 AGE_KEY_FILE.write_text(f"# test identity\n{AGE_IDENTITY}\n")
 AGE_RECIPIENT = str(AGE_IDENTITY.to_public())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+GAIA_HUB = f"http://127.0.0.1:{_free_port()}"  # served by the gaia_hub fixture
+# Content items the app reads from a collection of its own catalog database.
+CONTENT_SOURCES = [
+    {"name": "ipfs-files", "kind": "mongo_query", "type": "ipfs", "mongo_source": "catalog",
+     "collection": "app_files", "field": "cid"},
+    {"name": "gaia-files", "kind": "mongo_query", "type": "gaia", "mongo_source": "catalog",
+     "collection": "app_files", "field": "gaia"},
+]
 
 
 def pg_uri(database: str) -> str:
@@ -61,6 +82,8 @@ def make_settings(**groups: Any) -> Settings:
                     {"name": "mongo", "kind": "mongodb", "uri": MONGO_URI + MONGO_DB}],
         "tools": {"pg_bin_dir": PG_BIN},
         "encryption": {"recipients": [AGE_RECIPIENT], "identity_file": str(AGE_KEY_FILE)},
+        "content": {"ipfs_gateways": [IPFS_GATEWAY], "kubo_api": IPFS_API, "retries": 1,
+                    "gaia_hubs": [GAIA_HUB], "sources": CONTENT_SOURCES},
     }
     base.update(groups)
     return Settings(_env_file=None, **base)

@@ -7,19 +7,37 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import AdminUser, CurrentUser, RunnerDep, SettingsDep, StorageDep, SuperUser
-from app.config import public_view
+from app.config import ContentType, public_view
+from app.errors import InvalidInputError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
+from app.models.content import (
+    ContentBackupCreate,
+    ContentImportRequest,
+    ContentItem,
+    ContentItemOut,
+    FullBackupCreate,
+    ItemStatus,
+)
 from app.models.job import BackupJob, JobKind, JobOut
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport
 from app.models.storage import StoredFile
-from app.services import backups, catalog, restores, schedules, stats
+from app.services import (
+    backups,
+    catalog,
+    content_backups,
+    content_restore,
+    restores,
+    schedules,
+    stats,
+)
 from app.services.artifact_read import require_artifact
 from app.services.jobs import JobRunner
 from app.services.restores import RestorePlan
 from app.services.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.sources.ipfs import CAR_TYPE
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
@@ -57,6 +75,20 @@ async def create_database_backup(body: DatabaseBackupCreate, user: AdminUser,
     """Start a backup of a PostgreSQL or MongoDB source (admin); returns its job."""
     job = await backups.submit_database_backup(runner, body, user.id)
     return catalog.job_out(job)
+
+
+@router.post("/content", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+async def create_content_backup(body: ContentBackupCreate, user: AdminUser,
+                                runner: RunnerDep) -> JobOut:
+    """Start a backup of an IPFS or Gaia content source (admin); returns its job."""
+    return catalog.job_out(await content_backups.submit_content_backup(runner, body, user.id))
+
+
+@router.post("/full", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED)
+async def create_full_backup(body: FullBackupCreate, user: AdminUser,
+                             runner: RunnerDep) -> JobOut:
+    """Back up databases and content in one job (admin); default: every source."""
+    return catalog.job_out(await content_backups.submit_full_backup(runner, body, user.id))
 
 
 @router.get("/schedule/status", response_model=list[ScheduleStatus])
@@ -138,6 +170,61 @@ async def verify_backup(backup_id: PydanticObjectId, user: AdminUser, runner: Ru
     require_artifact(backup)
     job = await runner.submit(JobKind.verify, {}, source=backup.source, backup_id=backup.id,
                               requested_by=user.id)
+    return await _job_response(job, runner, wait, response)
+
+
+@router.get("/{backup_id}/items", response_model=list[ContentItemOut])
+async def content_items(backup_id: PydanticObjectId, _: CurrentUser,
+                        status_: Annotated[ItemStatus | None, Query(alias="status")] = None,
+                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+                        ) -> list[ContentItemOut]:
+    """The items of a content backup: reference, address, status, failure reason."""
+    await catalog.get_backup(backup_id)
+    query: dict[str, Any] = {"backupId": backup_id}
+    if status_ is not None:
+        query["status"] = status_.value
+    items = await ContentItem.find(query).limit(limit).to_list()
+    return [ContentItemOut.model_validate(i, from_attributes=True) for i in items]
+
+
+@router.get("/{backup_id}/export.car", response_class=StreamingResponse,
+            responses={200: {"content": {CAR_TYPE: {}}}})
+async def export_car(backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+                     _: SuperUser) -> StreamingResponse:
+    """A content backup's IPFS items as one CAR (superadmin); `ipfs dag import` takes it."""
+    await content_restore.content_backup(backup_id)
+    items = await content_restore.stored_items(backup_id, ContentType.ipfs)
+    return StreamingResponse(
+        content_restore.car_stream(settings, storage, items), media_type=CAR_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{backup_id}.car"'})
+
+
+@router.get("/{backup_id}/export.tar", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-tar": {}}}})
+async def export_tar(backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+                     _: SuperUser) -> StreamingResponse:
+    """A content backup's Gaia files as a tar of `address/path` (superadmin)."""
+    await content_restore.content_backup(backup_id)
+    items = await content_restore.stored_items(backup_id, ContentType.gaia)
+    return StreamingResponse(
+        content_restore.tar_stream(settings, storage, items), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{backup_id}.tar"'})
+
+
+@router.post("/{backup_id}/import", response_model=JobOut,
+             status_code=status.HTTP_202_ACCEPTED)
+async def import_content(backup_id: PydanticObjectId, body: ContentImportRequest,
+                         user: SuperUser, runner: RunnerDep, settings: SettingsDep,
+                         response: Response,
+                         wait: Annotated[bool, Query(description="answer when done")] = False
+                         ) -> JobOut:
+    """Re-import a content backup's IPFS items into the configured Kubo node and pin them
+    (superadmin); every block is checked against its CID first."""
+    backup = await content_restore.content_backup(backup_id)
+    if settings.content.kubo_api is None:
+        raise InvalidInputError("No Kubo API to import into (BACKUP_CONTENT__KUBO_API)")
+    job = await runner.submit(JobKind.content_import, body.model_dump(mode="json"),
+                              source=backup.source, backup_id=backup.id, requested_by=user.id)
     return await _job_response(job, runner, wait, response)
 
 

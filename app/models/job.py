@@ -21,6 +21,7 @@ class JobKind(StrEnum):
     export = "export"
     stats_report = "stats_report"
     health_check = "health_check"
+    content_import = "content_import"
 
 
 # Rerun when interrupted: these either write a new backup or only read. A restore

@@ -22,13 +22,18 @@ def can_open(backup: Backup, settings: Settings) -> bool:
 
 
 def plaintext(raw: Chunks, backup: Backup, settings: Settings) -> Chunks:
+    return opened(raw, backup.format_chain, settings)
+
+
+def opened(raw: Chunks, format_chain: list[str], settings: Settings) -> Chunks:
+    """Stored bytes of the given format chain → the plaintext they hold."""
     stream = raw
-    if backup.encrypted:
+    if "age" in format_chain:
         if settings.encryption.identity_file is None:
-            raise EncryptionError("The backup is encrypted and no identity file is configured "
+            raise EncryptionError("The object is encrypted and no identity file is configured "
                                   "(BACKUP_ENCRYPTION__IDENTITY_FILE)")
         stream = decrypt(buffered(stream), load_identities(settings.encryption.identity_file))
-    compression = next((ALGORITHM_OF_SUFFIX[s] for s in backup.format_chain
+    compression = next((ALGORITHM_OF_SUFFIX[s] for s in format_chain
                         if s in ALGORITHM_OF_SUFFIX), CompressionAlgorithm.none)
     return decompress(buffered(stream), compression)
 

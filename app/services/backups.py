@@ -15,6 +15,7 @@ from app.config import Settings, SourceKind, SourceSettings
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
 from app.models.common import utcnow
+from app.models.content import ContentItem
 from app.models.job import BackupJob, JobKind, JobTrigger
 from app.models.requests import DatabaseBackupCreate
 from app.services.auth import system_user_id
@@ -83,6 +84,21 @@ async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
                                requested_by=requested_by)
 
 
+def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Progress,
+           max_bytes: int | None = None) -> Chunks:
+    """Plaintext → compression → age → size limit → SHA-256 (+ bandwidth cap), as stored."""
+    stream = compress(buffered(counted(plaintext, progress.add_read)),
+                      settings.compression.algorithm, settings.compression.chosen_level,
+                      settings.compression.threads)
+    if settings.encryption.enabled:
+        stream = encrypt(buffered(stream), list(settings.encryption.recipients))
+    stream = limited(buffered(stream), max_bytes or settings.limits.max_size_mb * MB)
+    stream = counted(digest.tap(stream), progress.add_written)
+    if settings.limits.bandwidth_mbps:
+        stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
+    return stream
+
+
 def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackupCreate,
                 info: DumpInfo, database: str | None = None) -> Chunks:
     if source.kind is SourceKind.postgres:
@@ -135,16 +151,8 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
     started = time.monotonic()
     try:
         progress.set_phase("dumping")
-        stream: Chunks = counted(rechunk(dump_stream(settings, source, body, info, database)),
-                                 progress.add_read)
-        stream = compress(buffered(stream), plan.compression, plan.level,
-                          settings.compression.threads)
-        if plan.encrypted:
-            stream = encrypt(buffered(stream), plan.recipients)
-        stream = limited(buffered(stream), settings.limits.max_size_mb * MB)
-        stream = counted(digest.tap(stream), progress.add_written)
-        if settings.limits.bandwidth_mbps:
-            stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
+        stream = sealed(settings, rechunk(dump_stream(settings, source, body, info, database)),
+                        digest, progress)
         async with asyncio.timeout(settings.limits.timeout_seconds):
             stored = await storage.put(plan.key, stream)
         progress.set_phase("recording")
@@ -220,8 +228,11 @@ async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
                   "deletionReason": backup.deletion_reason or reason}})
     if marked.matched_count == 0:
         raise NotFoundError(f"Backup {backup.id} not found")
-    for key in (backup.storage_key, backup.manifest_key):
+    for key in dict.fromkeys((backup.storage_key, backup.manifest_key)):
         if key:
             await storage.delete(key)
+    if backup.kind is BackupKind.content:
+        # The content objects stay until no kept backup references them (retention).
+        await ContentItem.find({"backupId": backup.id}).delete()
     await backup.delete()
     log.info("backup deleted", backup_id=str(backup.id), source=backup.source, reason=reason)

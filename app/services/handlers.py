@@ -2,6 +2,8 @@
 
 from app.models.job import JobKind
 from app.services.backups import run_database_backup
+from app.services.content_backups import run_content_backup, run_full_backup
+from app.services.content_restore import run_content_import
 from app.services.jobs import Handler
 from app.services.reports import run_health_check, run_stats_report
 from app.services.restores import run_restore
@@ -15,4 +17,7 @@ JOB_HANDLERS: dict[JobKind, Handler] = {
     JobKind.cleanup: run_cleanup,
     JobKind.stats_report: run_stats_report,
     JobKind.health_check: run_health_check,
+    JobKind.content: run_content_backup,
+    JobKind.full: run_full_backup,
+    JobKind.content_import: run_content_import,
 }

@@ -31,15 +31,17 @@ class ArtifactPlan:
         return bool(self.recipients)
 
 
+def format_chain(settings: Settings, base: str) -> list[str]:
+    """The stored format: base, then the compression suffix, then age if encrypting."""
+    suffix = SUFFIX[settings.compression.algorithm]
+    return [base] + ([suffix] if suffix else []) + (["age"] if settings.encryption.enabled
+                                                     else [])
+
+
 def plan_artifact(settings: Settings, source: str, kind: SourceKind, backup_id: str,
                   created: datetime) -> ArtifactPlan:
-    chain = [FORMAT_OF_KIND[kind]]
-    suffix = SUFFIX[settings.compression.algorithm]
-    if suffix:
-        chain.append(suffix)
+    chain = format_chain(settings, FORMAT_OF_KIND[kind])
     recipients = list(settings.encryption.recipients)
-    if recipients:
-        chain.append("age")
     folder = f"{source}/{created:%Y/%m/%d}"
     return ArtifactPlan(chain, f"{folder}/{backup_id}.{'.'.join(chain)}",
                         f"{folder}/{backup_id}.manifest.json", settings.compression.algorithm,

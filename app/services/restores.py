@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 
 from app.config import Settings, SourceKind, SourceSettings
 from app.errors import ConflictError
-from app.models.backup import Backup, BackupStatus
+from app.models.backup import Backup, BackupKind, BackupStatus
 from app.models.common import ApiSchema, utcnow
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.services.artifact_read import plaintext, require_artifact
@@ -98,6 +98,10 @@ async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
                        request: RestoreRequest) -> RestorePlan:
     """What a restore would do, touching nothing."""
     key = require_artifact(backup)
+    if backup.kind is BackupKind.content:
+        raise ConflictError("A content backup is restored into IPFS with POST "
+                            f"/api/backups/{backup.id}/import, or exported with "
+                            "export.car (IPFS) and export.tar (Gaia)")
     source = source_or_error(settings, backup.source or "")
     target = request.target_database or source.database_name()
     exists, target_version, counts = await _target_state(source, settings, target)

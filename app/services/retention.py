@@ -20,6 +20,7 @@ from app.config import RetentionSettings, Settings
 from app.errors import AppError
 from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationState
 from app.models.common import ApiSchema, utcnow
+from app.models.content import ContentItem, ContentObject
 from app.services.backups import remove_backup
 from app.services.jobs import JobContext
 from app.services.storage import Storage
@@ -61,6 +62,8 @@ class CleanupResult(ApiSchema):
     sources: list[SourceRetention]
     deleted_count: int
     freed_bytes: int
+    content_objects_deleted: list[str] = Field(
+        default=[], description="stored content no kept content backup references any more")
     errors: list[str] = []
 
 
@@ -145,6 +148,22 @@ async def _finished_backups(source: str | None) -> dict[str | None, list[Backup]
     return by_source
 
 
+async def unreferenced_content(going: set[PydanticObjectId], now: datetime,
+                               grace_seconds: float) -> list[ContentObject]:
+    """Content objects no content backup outside `going` references.
+
+    Objects used within the grace period are kept: a running backup may be about to
+    reference one it found already stored."""
+    referenced: set[str] = set()
+    async for raw in ContentItem.get_pymongo_collection().find({}, {"backupId": 1,
+                                                                   "objects": 1}):
+        if raw.get("backupId") not in going:
+            referenced.update(raw.get("objects") or [])
+    cutoff = now - timedelta(seconds=grace_seconds)
+    return [obj async for obj in ContentObject.find({"lastUsedAt": {"$lt": cutoff}})
+            if obj.address not in referenced]
+
+
 async def apply_retention(settings: Settings, storage: Storage, request: CleanupRequest,
                           now: datetime | None = None) -> CleanupResult:
     """Plan retention for every source (or one) and, unless a dry run, carry it out."""
@@ -174,7 +193,19 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
         good = sum(map(is_good, backups))
         sources.append(SourceRetention(source=source, good=good, deleted=removed,
                                        good_left=good - gone))
+    garbage = await unreferenced_content({i.id for i in deleted}, now,
+                                         settings.limits.timeout_seconds)
+    if not request.dry_run:
+        for obj in garbage:
+            try:
+                await storage.delete(obj.storage_key)
+                await obj.delete()
+                log.info("content object deleted", address=obj.address,
+                         reason="no kept content backup references it")
+            except AppError as exc:
+                errors.append(f"content {obj.address}: {exc.message}")
     result = CleanupResult(dry_run=request.dry_run, evaluated_at=now, deleted=deleted,
+                           content_objects_deleted=[o.address for o in garbage],
                            protected=protected, sources=sources, deleted_count=len(deleted),
                            freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors)
     log.info("retention applied", dry_run=request.dry_run, deleted=len(deleted),

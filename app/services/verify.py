@@ -7,8 +7,9 @@ import structlog
 from beanie import PydanticObjectId
 
 from app.config import Settings, SourceKind
-from app.models.backup import ContentEntry, Verification, VerificationState
+from app.models.backup import BackupKind, ContentEntry, Verification, VerificationState
 from app.models.common import utcnow
+from app.models.content import ContentItem, ContentObject
 from app.services.artifact_read import can_open, plaintext, require_artifact
 from app.services.catalog import get_backup, update_backup
 from app.services.jobs import JobContext, Progress, error_text
@@ -18,6 +19,31 @@ from app.services.sources.postgres import PgTools, check_pg_archive
 from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
+
+
+async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
+                                progress: Progress) -> list[str]:
+    """Every object a content backup references: present, of its size and SHA-256."""
+    errors: list[str] = []
+    addresses: dict[str, None] = {}
+    async for item in ContentItem.find({"backupId": backup_id}):
+        addresses.update(dict.fromkeys(item.objects))
+    progress.items_total = len(addresses)
+    for address in addresses:
+        obj = await ContentObject.find_one({"address": address})
+        if obj is None:
+            errors.append(f"{address}: not in the catalog")
+            continue
+        digest = Digest()
+        try:
+            await drain(counted(digest.tap(storage.get(obj.storage_key)), progress.add_read))
+        except Exception as exc:
+            errors.append(f"{address}: {error_text(exc)}")
+            continue
+        if digest.size != obj.stored_bytes or digest.hexdigest != obj.sha256:
+            errors.append(f"{address}: stored bytes differ from the recorded size or SHA-256")
+        progress.items_done += 1
+    return errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
 
 
 async def _inner_check(stream: Chunks, kind: str | None, settings: Settings,
@@ -52,7 +78,16 @@ async def verify(settings: Settings, storage: Storage, backup_id: PydanticObject
         errors.append(f"stored object {key} is missing")
     elif not result.size_ok:
         errors.append(f"stored size {info.size} differs from the recorded {backup.stored_bytes}")
-    if info is not None:
+    if info is not None and backup.kind is BackupKind.content:
+        progress.set_phase("verifying")
+        digest = Digest()
+        await drain(counted(digest.tap(storage.get(key)), progress.add_read))
+        result.sha256_ok = digest.hexdigest == backup.sha256
+        if not result.sha256_ok:
+            errors.append("SHA-256 of the stored manifest differs from the recorded one")
+        assert backup.id is not None
+        errors += await check_content_objects(storage, backup.id, progress)
+    elif info is not None:
         digest = Digest()
         raw = counted(digest.tap(storage.get(key)), progress.add_read)
         progress.set_phase("verifying")

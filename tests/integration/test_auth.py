@@ -45,6 +45,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/schedules/{schedule_id}"): Role.viewer,
     ("PATCH", "/api/schedules/{schedule_id}"): Role.admin,
     ("DELETE", "/api/schedules/{schedule_id}"): Role.admin,
+    ("POST", "/api/backups/content"): Role.admin,
+    ("POST", "/api/backups/full"): Role.admin,
+    ("GET", "/api/backups/{backup_id}/items"): Role.viewer,
+    ("GET", "/api/backups/{backup_id}/export.car"): Role.superadmin,
+    ("GET", "/api/backups/{backup_id}/export.tar"): Role.superadmin,
+    ("POST", "/api/backups/{backup_id}/import"): Role.superadmin,
 }
 
 
