@@ -3,6 +3,7 @@ a gateway that corrupts, drops, truncates or redirects is caught."""
 
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -11,10 +12,13 @@ from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 
 from app.config import ContentSourceKind, ContentSourceSettings, Settings
+from app.models.backup import Backup
+from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
 from app.services.auth import system_user_id
 from app.services.content_backups import back_up_content
 from app.services.jobs import Progress
+from app.services.retention import CleanupRequest, apply_retention
 from app.services.sources.car import CarReader
 from app.services.sources.cid import parse_cid
 from app.services.storage import LocalStorage
@@ -201,3 +205,57 @@ async def test_size_limit_while_streaming(settings: Settings, app: FastAPI) -> N
     assert item.status is ItemStatus.failed
     assert "larger than the limit of 1000000 bytes" in (item.error or "")
     assert parse_cid(cid).version == 0
+
+
+@pytest.mark.usefixtures("source_databases")
+async def test_full_backup_is_one_job(client: httpx.AsyncClient, admin: Account,
+                                      app_files: Any) -> None:
+    cid = (await add({"full.txt": os.urandom(1000)}))["full.txt"]
+    await app_files.insert_one({"cid": cid})
+    started = await client.post("/api/backups/full", json={
+        "sources": ["pg"], "contentSources": ["ipfs-files"], "retentionDays": 3},
+        headers=admin.headers)
+    assert started.status_code == 202, started.text
+    job = await wait_job(client, admin.headers, started.json()["id"])
+    assert job["status"] == "completed", job
+    parts = {p["source"]: p for p in job["result"]["backups"]}
+    assert parts["pg"]["status"] == parts["ipfs-files"]["status"] == "completed"
+    content = (await client.get(f"/api/backups/{parts['ipfs-files']['backupId']}",
+                                headers=admin.headers)).json()
+    assert (content["kind"], content["retentionDays"]) == ("content", 3)
+    bad = await client.post("/api/backups/full", json={"contentSources": ["nope"]},
+                            headers=admin.headers)
+    assert bad.status_code == 422
+    assert "Unknown content source 'nope'" in bad.json()["error"]["message"]
+
+
+async def test_retention_keeps_content_a_kept_backup_needs(settings: Settings,
+                                                           app: FastAPI) -> None:
+    shared, only_old, only_new = [(await add({n: os.urandom(5000)}))[n]
+                                  for n in ("shared", "only-old", "only-new")]
+    run = with_gateways(settings, IPFS_GATEWAY, items=[shared, only_old])
+    run = run.model_copy(update={
+        "retention": run.retention.model_copy(update={"min_count": 1}),
+        "limits": run.limits.model_copy(update={"timeout_seconds": 1})})
+    old = await backup_items(run)
+    run.content.sources[0].items[:] = [shared, only_new]
+    await backup_items(run)
+    await Backup.get_pymongo_collection().update_one(
+        {"_id": old[0].backup_id}, {"$set": {"createdAt": utcnow() - timedelta(days=60)}})
+    await ContentObject.get_pymongo_collection().update_many(
+        {}, {"$set": {"lastUsedAt": utcnow() - timedelta(minutes=5)}})
+    storage = LocalStorage(settings.storage.local_dir)
+    old_object = await ContentObject.find_one({"address": f"ipfs:{only_old}"})
+    assert old_object is not None
+
+    result = await apply_retention(run, storage, CleanupRequest(source="ipfs-files"))
+    assert [i.id for i in result.deleted] == [old[0].backup_id]
+    assert f"ipfs:{only_old}" in result.content_objects_deleted
+    assert f"ipfs:{shared}" not in result.content_objects_deleted
+    assert await ContentObject.find_one({"address": f"ipfs:{only_old}"}) is None
+    assert await storage.stat(old_object.storage_key) is None
+    for kept in (shared, only_new):
+        obj = await ContentObject.find_one({"address": f"ipfs:{kept}"})
+        assert obj is not None
+        assert await storage.stat(obj.storage_key) is not None
+    assert await ContentItem.find({"backupId": old[0].backup_id}).count() == 0
