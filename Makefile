@@ -7,7 +7,7 @@ SERVICES := scripts/services
 # Connection settings of the local services, exported for the step that needs them.
 WITH_SERVICES = set -a && eval "$$($(SERVICES) env)" && set +a &&
 
-.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench
+.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench bench-content
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
@@ -50,6 +50,10 @@ test: lint typecheck pytest
 # BENCH_GB=0.25 make bench for a quick run; results land in bench/results/.
 bench: venv services
 	$(WITH_SERVICES) $(BIN)/python -m bench.run
+
+# IPFS content: verified items/s (1,000 x 4 KiB) and MB/s (one 200 MB file).
+bench-content: venv services
+	$(WITH_SERVICES) $(BIN)/python -m bench.content
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

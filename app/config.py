@@ -149,7 +149,8 @@ class CompressionSettings(Group):
     # than gzip -6, see bench/; on a small machine compression is what a backup waits for),
     # gzip 6.
     level: Annotated[int | None, BeforeValidator(_empty_as_none)] = None
-    threads: int = Field(default=0, ge=-1, le=64, description="zstd workers; 0 = one per core")
+    threads: int = Field(default=0, ge=-1, le=64,
+                         description="zstd workers; 0 = one per core, -1 = none")
 
     @property
     def chosen_level(self) -> int:

@@ -3,10 +3,10 @@
 from beanie import Document
 
 from app.models.backup import Backup
-from app.models.content import ContentItem, ContentObject
+from app.models.content import ContentItem, ContentObject, GaiaUrlState
 from app.models.job import BackupJob
 from app.models.schedule import Schedule, ScheduleFire
 from app.models.user import User
 
 DOCUMENT_MODELS: list[type[Document]] = [Backup, BackupJob, User, Schedule, ScheduleFire,
-                                          ContentObject, ContentItem]
+                                          ContentObject, ContentItem, GaiaUrlState]

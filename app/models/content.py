@@ -17,7 +17,9 @@ class ContentObject(Document):
 
     model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True)
 
-    address: str  # "ipfs:<cid>" or "gaia:<sha256>"
+    # The address is the key: "ipfs:<cid>" or "gaia:<sha256>" (lookups by _id are also
+    # the only ones FerretDB answers from an index).
+    id: str  # type: ignore[assignment]
     type: ContentType
     storage_key: str
     format_chain: list[str]
@@ -31,9 +33,26 @@ class ContentObject(Document):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime = Field(default_factory=utcnow)
 
+    @property
+    def address(self) -> str:
+        return self.id
+
     class Settings:
         name = "content_objects"
-        indexes = [IndexModel([("address", ASCENDING)], unique=True, name="address_unique")]
+
+
+class GaiaUrlState(Document):
+    """The last stored version of a Gaia URL: unchanged ETag, nothing to fetch."""
+
+    model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True)
+
+    id: str  # type: ignore[assignment]  # the URL
+    etag: str
+    address: str
+    checked_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "gaia_urls"
 
 
 class ItemStatus(StrEnum):

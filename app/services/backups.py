@@ -85,11 +85,11 @@ async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
 
 
 def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Progress,
-           max_bytes: int | None = None) -> Chunks:
+           max_bytes: int | None = None, threads: int | None = None) -> Chunks:
     """Plaintext → compression → age → size limit → SHA-256 (+ bandwidth cap), as stored."""
     stream = compress(buffered(counted(plaintext, progress.add_read)),
                       settings.compression.algorithm, settings.compression.chosen_level,
-                      settings.compression.threads)
+                      settings.compression.threads if threads is None else threads)
     if settings.encryption.enabled:
         stream = encrypt(buffered(stream), list(settings.encryption.recipients))
     stream = limited(buffered(stream), max_bytes or settings.limits.max_size_mb * MB)

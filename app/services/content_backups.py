@@ -9,10 +9,11 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from beanie import PydanticObjectId
@@ -28,6 +29,7 @@ from app.models.content import (
     ContentItem,
     ContentObject,
     FullBackupCreate,
+    GaiaUrlState,
     ItemStatus,
 )
 from app.models.job import BackupJob, JobKind, JobTrigger
@@ -46,6 +48,9 @@ from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
 ERROR_SAMPLE = 5
+T = TypeVar("T")
+# Items in progress per fetch slot: the rest of an item's time is catalog and storage work.
+ITEMS_PER_FETCH = 4
 
 
 def content_source_or_error(settings: Settings, name: str) -> ContentSourceSettings:
@@ -134,7 +139,9 @@ class Run:
 
 async def _store(run: Run, key: str, plaintext: Chunks) -> tuple[int, str]:
     digest = Digest()
-    stored = await run.storage.put(key, sealed(run.settings, plaintext, digest, run.progress))
+    # Items run side by side already; each compresses in its own thread, no workers.
+    stored = await run.storage.put(key, sealed(run.settings, plaintext, digest, run.progress,
+                                               threads=-1))
     run.new_bytes += stored
     return stored, digest.hexdigest
 
@@ -147,7 +154,7 @@ async def _record(obj: ContentObject) -> None:
 
 
 async def _touch(address: str) -> ContentObject | None:
-    found = await ContentObject.find_one({"address": address})
+    found = await ContentObject.get(address)
     if found is not None:
         await ContentObject.get_pymongo_collection().update_one(
             {"_id": found.id}, {"$set": {"lastUsedAt": utcnow()}})
@@ -180,7 +187,7 @@ async def _ensure_ipfs(run: Run, cid: Cid, address: str) -> list[str]:
 
         stored, sha = await ipfs.with_gateways(run.settings.content, attempt)
         children = [f"ipfs:{link.cid}" for link in walk.children]
-        existing = ContentObject(address=address, type=ContentType.ipfs, storage_key=key,
+        existing = ContentObject(id=address, type=ContentType.ipfs, storage_key=key,
                                  format_chain=chain, size=walk.block_bytes,
                                  stored_bytes=stored, sha256=sha, blocks=walk.blocks,
                                  kind=walk.kind, children=children)
@@ -201,13 +208,17 @@ async def _children(run: Run, walk: DagWalk) -> list[str]:
     return found
 
 
-async def ensure_gaia(run: Run, url: str, previous: ContentItem | None) -> ContentItem:
+async def ensure_gaia(run: Run, url: str) -> ContentItem:
     """Store a Gaia file unless its ETag is unchanged since a stored copy."""
-    if previous is not None and previous.etag and previous.address:
+    previous = await GaiaUrlState.get(url)
+    if previous is not None:
         etag = await gaia.current_etag(run.outbound, url)
-        if etag == previous.etag and await _touch(previous.address) is not None:
-            unchanged: ContentItem = previous.model_copy(update={"status": ItemStatus.existing})
-            return unchanged
+        kept = await _touch(previous.address) if etag == previous.etag else None
+        if kept is not None:
+            return ContentItem(backup_id=PydanticObjectId(), source="", type=ContentType.gaia,
+                               reference=url, address=kept.address, objects=[kept.address],
+                               status=ItemStatus.existing, size=kept.size,
+                               sha256=previous.address.removeprefix("gaia:"), etag=etag)
     spool_dir = run.settings.storage.spool_dir or Path(tempfile.gettempdir())
     spool_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="gaia-") as handle:
@@ -221,11 +232,13 @@ async def ensure_gaia(run: Run, url: str, previous: ContentItem | None) -> Conte
             chain = format_chain(run.settings, "bin")
             key = f"content/gaia/{fetched.sha256}.{'.'.join(chain)}"
             stored, sha = await _store(run, key, _file_chunks(spool))
-            await _record(ContentObject(address=address, type=ContentType.gaia,
+            await _record(ContentObject(id=address, type=ContentType.gaia,
                                         storage_key=key, format_chain=chain,
                                         size=fetched.size, stored_bytes=stored, sha256=sha,
                                         etag=fetched.etag))
             status = ItemStatus.new
+    if fetched.etag:
+        await GaiaUrlState(id=url, etag=fetched.etag, address=address).save()
     return ContentItem(backup_id=PydanticObjectId(), source="", type=ContentType.gaia,
                        reference=url, address=address, objects=[address], status=status,
                        size=fetched.size, sha256=fetched.sha256, etag=fetched.etag)
@@ -237,12 +250,6 @@ async def _file_chunks(path: Path) -> Chunks:
             yield chunk
 
 
-async def _previous_gaia(source: str, url: str) -> ContentItem | None:
-    return await ContentItem.find({"source": source, "reference": url,
-                                   "status": {"$ne": ItemStatus.failed.value}}
-                                  ).sort("-createdAt").first_or_none()
-
-
 async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: PydanticObjectId,
                        reference: str, origin: str | None) -> ContentItem:
     """One item to storage; a failure is recorded on the item, never raised."""
@@ -251,9 +258,9 @@ async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: Pydan
     try:
         if source.type is ContentType.ipfs:
             cid = ipfs.cid_of_reference(reference)
-            before = await ContentObject.find_one({"address": f"ipfs:{cid}"})
+            before = await ContentObject.get(f"ipfs:{cid}")
             objects = await ensure_ipfs(run, cid)
-            root = await ContentObject.find_one({"address": f"ipfs:{cid}"})
+            root = await ContentObject.get(f"ipfs:{cid}")
             assert root is not None
             item = item.model_copy(update={
                 "address": root.address, "objects": list(dict.fromkeys(objects)),
@@ -261,7 +268,7 @@ async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: Pydan
                 "status": ItemStatus.existing if before else ItemStatus.new})
         else:
             url = gaia.gaia_url(reference, run.prefixes)
-            got = await ensure_gaia(run, url, await _previous_gaia(source.name, url))
+            got = await ensure_gaia(run, url)
             item = got.model_copy(update={"backup_id": backup_id, "source": source.name,
                                           "origin": origin, "id": None,
                                           "path": gaia.gaia_path(url, run.prefixes)})
@@ -273,6 +280,20 @@ async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: Pydan
                     error=item.error)
     run.progress.items_done += 1
     return item
+
+
+async def bounded(width: int, work: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """Run the work `width` at a time (not all at once: each item also talks to the
+    catalog), results in order."""
+    results: list[T | None] = [None] * len(work)
+    queue = iter(enumerate(work))
+
+    async def worker() -> None:
+        for index, job in queue:
+            results[index] = await job()
+
+    await asyncio.gather(*(worker() for _ in range(min(width, len(work)))))
+    return [r for r in results if r is not None]
 
 
 def _manifest(backup: Backup, items: list[ContentItem], counts: dict[str, int]) -> bytes:
@@ -315,8 +336,9 @@ async def back_up_content(settings: Settings, storage: Storage, progress: Progre
         references = [r async for r in list_items(settings, source, outbound)]
         progress.items_total = len(references)
         progress.set_phase("fetching")
-        items = await asyncio.gather(*(back_up_item(run, source, backup.id, ref, origin)
-                                       for ref, origin in references))
+        items = await bounded(settings.content.concurrency * ITEMS_PER_FETCH, [
+            partial(back_up_item, run, source, backup.id, ref, origin)
+            for ref, origin in references])
         if items:
             await ContentItem.insert_many(list(items))
         counts = {s.value: sum(i.status is s for i in items) for s in ItemStatus}

@@ -41,7 +41,7 @@ async def stored_items(backup_id: PydanticObjectId, kind: ContentType) -> list[C
 
 
 async def _object(address: str) -> ContentObject:
-    obj = await ContentObject.find_one({"address": address})
+    obj = await ContentObject.get(address)
     if obj is None:
         raise ConflictError(f"Stored content {address} is missing from the catalog")
     return obj

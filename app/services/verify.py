@@ -30,7 +30,7 @@ async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
         addresses.update(dict.fromkeys(item.objects))
     progress.items_total = len(addresses)
     for address in addresses:
-        obj = await ContentObject.find_one({"address": address})
+        obj = await ContentObject.get(address)
         if obj is None:
             errors.append(f"{address}: not in the catalog")
             continue

@@ -24,7 +24,7 @@ from pymongo import MongoClient
 
 from tests.conftest import MONGO_URI, PG_DB, WORK, pg_uri
 from tests.integration.test_faults import big
-from tests.support.receivers import free_port
+from tests.support.receivers import free_port, wait_until_serving
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 __all__ = ["big"]
@@ -50,16 +50,7 @@ class Replica:
                 stderr=subprocess.STDOUT, cwd=log_dir)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not start:\n{self.log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(self.base, self.proc, self.log_path)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

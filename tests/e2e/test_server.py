@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.conftest import MONGO_URI
-from tests.support.receivers import free_port
+from tests.support.receivers import free_port, wait_until_serving
 
 JWT = "e2e-jwt-secret-" + uuid.uuid4().hex
 ADMIN_PASSWORD = "e2e-admin-password-" + uuid.uuid4().hex[:8]
@@ -41,16 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                                 stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until_serving(base, proc, log_path)
         yield base, log_path
     finally:
         proc.terminate()

@@ -187,7 +187,7 @@ async def test_a_lying_gateway_is_caught(settings: Settings, app: FastAPI, mode:
     assert item.status is ItemStatus.failed
     assert item.error is not None
     assert reason in item.error, item.error
-    assert await ContentObject.find_one({"address": f"ipfs:{cid}"}) is None
+    assert await ContentObject.get(f"ipfs:{cid}") is None
     stored = LocalStorage(settings.storage.local_dir).root / "content" / "ipfs"
     assert not list(stored.glob(f"{cid}.*"))  # nothing half-stored
 
@@ -245,17 +245,17 @@ async def test_retention_keeps_content_a_kept_backup_needs(settings: Settings,
     await ContentObject.get_pymongo_collection().update_many(
         {}, {"$set": {"lastUsedAt": utcnow() - timedelta(minutes=5)}})
     storage = LocalStorage(settings.storage.local_dir)
-    old_object = await ContentObject.find_one({"address": f"ipfs:{only_old}"})
+    old_object = await ContentObject.get(f"ipfs:{only_old}")
     assert old_object is not None
 
     result = await apply_retention(run, storage, CleanupRequest(source="ipfs-files"))
     assert [i.id for i in result.deleted] == [old[0].backup_id]
     assert f"ipfs:{only_old}" in result.content_objects_deleted
     assert f"ipfs:{shared}" not in result.content_objects_deleted
-    assert await ContentObject.find_one({"address": f"ipfs:{only_old}"}) is None
+    assert await ContentObject.get(f"ipfs:{only_old}") is None
     assert await storage.stat(old_object.storage_key) is None
     for kept in (shared, only_new):
-        obj = await ContentObject.find_one({"address": f"ipfs:{kept}"})
+        obj = await ContentObject.get(f"ipfs:{kept}")
         assert obj is not None
         assert await storage.stat(obj.storage_key) is not None
     assert await ContentItem.find({"backupId": old[0].backup_id}).count() == 0

@@ -4,12 +4,16 @@ import email
 import email.policy
 import json
 import socket
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
 
 
@@ -82,3 +86,18 @@ class HttpReceiver:
 
     def url(self) -> str:
         return f"json://127.0.0.1:{self.port}/hook"
+
+
+def wait_until_serving(base: str, proc: "subprocess.Popen[bytes]", log_path: Path,
+                       timeout: float = 60) -> None:
+    """Until the server at base answers /healthz; fails with its log if it dies or hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server at {base} did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)

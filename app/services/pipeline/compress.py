@@ -21,7 +21,8 @@ ALGORITHM_OF_SUFFIX = {"zst": CompressionAlgorithm.zstd, "gz": CompressionAlgori
 
 async def compress(chunks: Chunks, algorithm: CompressionAlgorithm, level: int,
                    threads: int = 0) -> Chunks:
-    """Compress off the event loop; zstd uses its own worker threads (0 = one per core)."""
+    """Compress off the event loop; zstd uses its own worker threads (0 = one per core,
+    -1 = none: small objects cost more to hand to workers than to compress)."""
     if algorithm is CompressionAlgorithm.none:
         async with aclosing(chunks) as source:
             async for chunk in source:
@@ -30,7 +31,7 @@ async def compress(chunks: Chunks, algorithm: CompressionAlgorithm, level: int,
     compressor: Any
     if algorithm is CompressionAlgorithm.zstd:
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=-1 if threads == 0 else threads, job_size=ZSTD_JOB_SIZE,
+            level, threads={0: -1, -1: 0}.get(threads, threads), job_size=ZSTD_JOB_SIZE,
             write_checksum=True)
         compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
     else:
