@@ -27,6 +27,7 @@ Sources = Annotated[list[SourceRef], Field(max_length=100), AfterValidator(_uniq
 
 class ScheduleKind(StrEnum):
     database = "database"
+    content = "content"
     cleanup = "cleanup"
     stats_report = "stats_report"
     health_check = "health_check"
@@ -40,7 +41,7 @@ class Schedule(Document):
     kind: ScheduleKind
     cron: Crontab
     timezone: TimeZoneName = "UTC"
-    # database: the sources to back up; empty means every enabled database source.
+    # database or content: the sources to back up; empty means every one of that kind.
     sources: list[str] = []
     retention_days: int | None = Field(default=None, ge=1, le=365)
     enabled: bool = True

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 from beanie import PydanticObjectId
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from app.config import ContentSourceKind, ContentSourceSettings, ContentType, Settings
 from app.errors import AppError, InvalidInputError
@@ -48,6 +48,8 @@ from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
 ERROR_SAMPLE = 5
+LOOKUP_BATCH = 500
+DUPLICATE_KEY = 11000
 T = TypeVar("T")
 # Items in progress per fetch slot: the rest of an item's time is catalog and storage work.
 ITEMS_PER_FETCH = 4
@@ -135,6 +137,38 @@ class Run:
     new_bytes: int = 0
     # One fetch per address even when several items (or directories) share it.
     inflight: dict[str, asyncio.Task[list[str]]] = field(default_factory=dict)
+    # Objects already stored (looked up in bulk) and the ones this run stores; the new
+    # ones are recorded together once the items are done.
+    known: dict[str, ContentObject] = field(default_factory=dict)
+    new: dict[str, ContentObject] = field(default_factory=dict)
+
+    async def preload(self, addresses: list[str]) -> None:
+        """Look up which addresses are stored, in bulk, and mark them as in use now
+        (before anything references them, so retention's grace period covers them)."""
+        for start in range(0, len(addresses), LOOKUP_BATCH):
+            batch = addresses[start:start + LOOKUP_BATCH]
+            async for obj in ContentObject.find({"_id": {"$in": batch}}):
+                self.known[obj.address] = obj
+        await ContentObject.get_pymongo_collection().update_many(
+            {"_id": {"$in": list(self.known)}}, {"$set": {"lastUsedAt": utcnow()}})
+
+    async def stored(self, address: str) -> ContentObject | None:
+        if address in self.known:
+            return self.known[address]
+        found = await _touch(address)
+        if found is not None:
+            self.known[address] = found
+        return found
+
+    async def record_new(self) -> None:
+        if not self.new:
+            return
+        try:
+            await ContentObject.insert_many(list(self.new.values()), ordered=False)
+        except BulkWriteError as exc:
+            # Another backup stored the same content (at the same key) meanwhile.
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
 
 
 async def _store(run: Run, key: str, plaintext: Chunks) -> tuple[int, str]:
@@ -144,13 +178,6 @@ async def _store(run: Run, key: str, plaintext: Chunks) -> tuple[int, str]:
                                                threads=-1))
     run.new_bytes += stored
     return stored, digest.hexdigest
-
-
-async def _record(obj: ContentObject) -> None:
-    try:
-        await obj.insert()
-    except DuplicateKeyError:
-        pass  # another backup stored the same content at the same key meanwhile
 
 
 async def _touch(address: str) -> ContentObject | None:
@@ -170,7 +197,7 @@ async def ensure_ipfs(run: Run, cid: Cid) -> list[str]:
 
 
 async def _ensure_ipfs(run: Run, cid: Cid, address: str) -> list[str]:
-    existing = await _touch(address)
+    existing = await run.stored(address)
     if existing is None:
         chain = format_chain(run.settings, "car")
         key = f"content/ipfs/{cid}.{'.'.join(chain)}"
@@ -193,7 +220,7 @@ async def _ensure_ipfs(run: Run, cid: Cid, address: str) -> list[str]:
                                  kind=walk.kind, children=children)
         # Entries first: a directory is recorded only once all of it is stored.
         child_addresses = await _children(run, walk)
-        await _record(existing)
+        run.new[address] = existing
         return [address, *child_addresses]
     addresses = [address]
     for child in existing.children:
@@ -228,20 +255,30 @@ async def ensure_gaia(run: Run, url: str) -> ContentItem:
                                           run.prefixes)
         address = f"gaia:{fetched.sha256}"
         status = ItemStatus.existing
-        if await _touch(address) is None:
+        if address not in run.new and await run.stored(address) is None:
             chain = format_chain(run.settings, "bin")
             key = f"content/gaia/{fetched.sha256}.{'.'.join(chain)}"
             stored, sha = await _store(run, key, _file_chunks(spool))
-            await _record(ContentObject(id=address, type=ContentType.gaia,
-                                        storage_key=key, format_chain=chain,
-                                        size=fetched.size, stored_bytes=stored, sha256=sha,
-                                        etag=fetched.etag))
+            run.new[address] = ContentObject(id=address, type=ContentType.gaia,
+                                             storage_key=key, format_chain=chain,
+                                             size=fetched.size, stored_bytes=stored,
+                                             sha256=sha, etag=fetched.etag)
             status = ItemStatus.new
     if fetched.etag:
         await GaiaUrlState(id=url, etag=fetched.etag, address=address).save()
     return ContentItem(backup_id=PydanticObjectId(), source="", type=ContentType.gaia,
                        reference=url, address=address, objects=[address], status=status,
                        size=fetched.size, sha256=fetched.sha256, etag=fetched.etag)
+
+
+def _addresses(references: list[tuple[str, str | None]]) -> list[str]:
+    found = []
+    for reference, _ in references:
+        try:
+            found.append(f"ipfs:{ipfs.cid_of_reference(reference)}")
+        except InvalidInputError:
+            pass  # reported when the item is backed up
+    return found
 
 
 async def _file_chunks(path: Path) -> Chunks:
@@ -258,14 +295,13 @@ async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: Pydan
     try:
         if source.type is ContentType.ipfs:
             cid = ipfs.cid_of_reference(reference)
-            before = await ContentObject.get(f"ipfs:{cid}")
             objects = await ensure_ipfs(run, cid)
-            root = await ContentObject.get(f"ipfs:{cid}")
-            assert root is not None
+            address = f"ipfs:{cid}"
+            root = run.new.get(address) or run.known[address]
             item = item.model_copy(update={
-                "address": root.address, "objects": list(dict.fromkeys(objects)),
+                "address": address, "objects": list(dict.fromkeys(objects)),
                 "size": root.size, "sha256": root.sha256,
-                "status": ItemStatus.existing if before else ItemStatus.new})
+                "status": ItemStatus.new if address in run.new else ItemStatus.existing})
         else:
             url = gaia.gaia_url(reference, run.prefixes)
             got = await ensure_gaia(run, url)
@@ -334,11 +370,14 @@ async def back_up_content(settings: Settings, storage: Storage, progress: Progre
         if source.type is ContentType.gaia:
             run.prefixes = await gaia.read_prefixes(outbound, settings.content)
         references = [r async for r in list_items(settings, source, outbound)]
+        if source.type is ContentType.ipfs:
+            await run.preload(list(dict.fromkeys(_addresses(references))))
         progress.items_total = len(references)
         progress.set_phase("fetching")
         items = await bounded(settings.content.concurrency * ITEMS_PER_FETCH, [
             partial(back_up_item, run, source, backup.id, ref, origin)
             for ref, origin in references])
+        await run.record_new()
         if items:
             await ContentItem.insert_many(list(items))
         counts = {s.value: sum(i.status is s for i in items) for s in ItemStatus}
@@ -369,6 +408,10 @@ async def back_up_content(settings: Settings, storage: Storage, progress: Progre
             "Backup interrupted: the service stopped"
         for task in run.inflight.values():
             task.cancel()
+        try:  # what was stored is verified and durable: keep it findable
+            await asyncio.shield(run.record_new())
+        except Exception:
+            log.exception("could not record stored content objects")
         await asyncio.shield(ContentItem.find({"backupId": backup.id}).delete())
         await asyncio.shield(discard_backup(storage, backup, message))
         raise

@@ -11,6 +11,7 @@ from app.config import Settings, SourceKind
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.models.backup import BackupType
 from app.models.common import utcnow
+from app.models.content import ContentBackupCreate
 from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate
 from app.models.schedule import (
@@ -33,7 +34,9 @@ SEEDED_MARKER = "schedules-seeded"
 # Enumerating fires of a fine-grained schedule over a long outage stops here.
 MAX_OVERDUE = 10_000
 
-JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.cleanup: JobKind.cleanup,
+BACKUP_KINDS = (ScheduleKind.database, ScheduleKind.content)
+JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.content: JobKind.content,
+               ScheduleKind.cleanup: JobKind.cleanup,
                ScheduleKind.stats_report: JobKind.stats_report,
                ScheduleKind.health_check: JobKind.health_check}
 
@@ -85,14 +88,15 @@ async def seed_schedules(settings: Settings) -> int:
 
 def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
                    retention_days: int | None) -> None:
-    if kind is not ScheduleKind.database:
+    if kind not in BACKUP_KINDS:
         bad = [f for f, v in (("sources", sources), ("retentionDays", retention_days)) if v]
         if bad:
             raise InvalidInputError(
-                f"{', '.join(bad)} only apply to database schedules",
-                [{"field": f, "message": "only for database schedules"} for f in bad])
+                f"{', '.join(bad)} only apply to database and content schedules",
+                [{"field": f, "message": "only for backup schedules"} for f in bad])
         return
-    known = {s.name for s in settings.all_sources()}
+    known = ({s.name for s in settings.all_sources()} if kind is ScheduleKind.database
+             else {s.name for s in settings.content.sources})
     unknown = [name for name in sources if name not in known]
     if unknown:
         raise InvalidInputError(
@@ -206,10 +210,12 @@ async def record_missed(schedule: Schedule, missed: list[datetime], replica: str
 
 
 def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
-    if schedule.kind is not ScheduleKind.database:
+    if schedule.kind not in BACKUP_KINDS:
         return [None]
     if schedule.sources:
         return list(schedule.sources)
+    if schedule.kind is ScheduleKind.content:
+        return [s.name for s in settings.content.sources] if settings.content.enabled else []
     kinds = (SourceKind.postgres, SourceKind.mongodb)
     return [s.name for s in settings.all_sources() if s.enabled and s.kind in kinds]
 
@@ -221,6 +227,12 @@ def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> dict[
         request = DatabaseBackupCreate(source=source, retention_days=schedule.retention_days,
                                        notes=f"Scheduled backup ({schedule.name})")
         params |= {"request": request.model_dump(mode="json", by_alias=True),
+                   "backupType": BackupType.automatic.value}
+    elif schedule.kind is ScheduleKind.content:
+        assert source is not None
+        content = ContentBackupCreate(source=source, retention_days=schedule.retention_days,
+                                      notes=f"Scheduled backup ({schedule.name})")
+        params |= {"request": content.model_dump(mode="json", by_alias=True),
                    "backupType": BackupType.automatic.value}
     return params
 

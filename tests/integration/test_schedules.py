@@ -197,3 +197,25 @@ async def test_live_fires_edits_and_status(client: httpx.AsyncClient, admin: Acc
     status = await client.get("/api/backups/schedule/status", headers=viewer.headers)
     mine = next(s for s in status.json() if s["id"] == str(schedule_id))
     assert datetime.fromisoformat(mine["nextRun"]) > utcnow()
+
+
+async def test_content_schedules_queue_content_jobs(client: httpx.AsyncClient, admin: Account,
+                                                    settings: Settings) -> None:
+    body = {"name": "nightly-content", "kind": "content", "cron": "0 1 * * *",
+            "sources": ["ipfs-files"], "retentionDays": 60}
+    created = await client.post("/api/schedules", json=body, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    wrong = await client.post("/api/schedules", json={**body, "name": "bad", "sources": ["pg"]},
+                              headers=admin.headers)
+    assert wrong.status_code == 422
+    assert "Unknown source(s): pg" in wrong.json()["error"]["message"]
+    schedule = await Schedule.get(PydanticObjectId(created.json()["id"]))
+    assert schedule is not None
+    replica = service(settings, "content-fires")
+    await replica._fire(PydanticObjectId(created.json()["id"]),
+                        run_times=[datetime(2026, 11, 23, 1, tzinfo=UTC)])
+    jobs = await BackupJob.find({"scheduleId": schedule.id}).to_list()
+    assert [(j.kind, j.source) for j in jobs] == [(JobKind.content, "ipfs-files")]
+    assert jobs[0].params["request"]["retentionDays"] == 60
+    assert jobs[0].id is not None
+    await replica.runner.wait(jobs[0].id, 60)
