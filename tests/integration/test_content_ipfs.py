@@ -16,7 +16,7 @@ from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
 from app.services.auth import system_user_id
-from app.services.content_backups import back_up_content
+from app.services.content_backups import back_up_content, list_items, outbound_for
 from app.services.jobs import Progress
 from app.services.retention import CleanupRequest, apply_retention
 from app.services.sources.car import CarReader
@@ -259,3 +259,16 @@ async def test_retention_keeps_content_a_kept_backup_needs(settings: Settings,
         assert obj is not None
         assert await storage.stat(obj.storage_key) is not None
     assert await ContentItem.find({"backupId": old[0].backup_id}).count() == 0
+
+
+async def test_kubo_pins_are_a_source(settings: Settings, app: FastAPI) -> None:
+    cid = (await add({"pinned.txt": os.urandom(100)}))["pinned.txt"]
+    pins = ContentSourceSettings(name="pins", kind=ContentSourceKind.kubo_pins,
+                                 kubo_api=IPFS_API)  # type: ignore[arg-type]
+    outbound = outbound_for(settings.model_copy(update={"content": settings.content.model_copy(
+        update={"sources": [pins]})}))
+    try:
+        found = [ref async for ref, _ in list_items(settings, pins, outbound)]
+    finally:
+        await outbound.close()
+    assert cid in found
