@@ -192,7 +192,7 @@ def main() -> None:
     rows: list[Row] = []
     try:
         local = backvault(base_env, "bench-pg", "backvault_pg_local",
-                          "zstd 3 + age + SHA-256 to local disk, fsync")
+                          "zstd 2 + age + SHA-256 to local disk, fsync")
         dump_bytes = local.input_bytes
         wall, rss, _ = measure(["bash", "-c", " ".join(pg_args) + " > /dev/null"], env=pg_env)
         rows.append(Row("pg_dump_raw", wall, dump_bytes, dump_bytes, rss,

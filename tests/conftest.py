@@ -5,9 +5,10 @@ their addresses as BACKVAULT_* variables).
 """
 
 import os
+import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,13 @@ def make_settings(**groups: Any) -> Settings:
     }
     base.update(groups)
     return Settings(_env_file=None, **base)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _work_dir_removed_at_end() -> Iterator[None]:
+    """The run's stores, spools and keys go when the run ends."""
+    yield
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

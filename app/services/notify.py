@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import apprise
 import structlog
 
 from app.config import NotificationSettings, Settings
@@ -58,6 +57,8 @@ async def send(settings: Settings, message: Message) -> bool:
     config = settings.notifications
     if not enabled(config, message.event):
         return False
+    import apprise  # ~20 MB of plugins: loaded only by a process that notifies
+
     sender = apprise.Apprise()
     for url in config.urls:
         if not sender.add(url.get_secret_value()):

@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ecdsa
-from ecdsa.util import sigdecode_der
-
 from app.config import ContentSettings
 from app.errors import InvalidInputError
 from app.services.outbound import FetchFailed, Outbound, capped
@@ -69,6 +66,9 @@ def address_of(public_key: bytes) -> str:
 def check_signature(sig_text: bytes, content_sha256: bytes, owner: str | None) -> str:
     """Verify a `.sig` file ({signature: DER hex, publicKey: hex}) over the content's
     SHA-256; returns the signer's address. Raises ItemFailed when it does not hold."""
+    import ecdsa  # only Gaia backups need it
+    from ecdsa.util import sigdecode_der
+
     try:
         sig = json.loads(sig_text)
         public_key = bytes.fromhex(sig["publicKey"])

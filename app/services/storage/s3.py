@@ -88,7 +88,9 @@ class S3Storage:
 
     async def put(self, key: str, chunks: Chunks) -> int:
         full = self._key(key)
-        buffer = bytearray()
+        # Chunks are kept as they come and joined once per part: one copy per part.
+        pending: list[bytes] = []
+        pending_bytes = 0
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
@@ -103,9 +105,10 @@ class S3Storage:
             try:
                 async with aclosing(chunks) as source:
                     async for chunk in source:
-                        buffer += chunk
+                        pending.append(chunk)
+                        pending_bytes += len(chunk)
                         size += len(chunk)
-                        while len(buffer) >= self.part_size:
+                        if pending_bytes >= self.part_size:
                             if upload_id is None:
                                 created = await s3.create_multipart_upload(Bucket=self.bucket,
                                                                            Key=full)
@@ -115,17 +118,19 @@ class S3Storage:
                             number = len(parts) + 1
                             if number > MAX_PARTS:
                                 raise StorageError("Object exceeds 10,000 multipart parts")
-                            data = bytes(buffer[:self.part_size])
-                            del buffer[:self.part_size]
+                            # A part may run a chunk over part_size (S3 only sets a
+                            # minimum), which saves cutting and copying it.
+                            data = b"".join(pending)
+                            pending, pending_bytes = [], 0
                             in_flight = asyncio.create_task(send_part(number, data))
                 if in_flight is not None:
                     await in_flight
                     in_flight = None
                 if upload_id is None:
-                    await s3.put_object(Bucket=self.bucket, Key=full, Body=bytes(buffer))
+                    await s3.put_object(Bucket=self.bucket, Key=full, Body=b"".join(pending))
                     return size
-                if buffer:
-                    await send_part(len(parts) + 1, bytes(buffer))
+                if pending:
+                    await send_part(len(parts) + 1, b"".join(pending))
                 await s3.complete_multipart_upload(
                     Bucket=self.bucket, Key=full, UploadId=upload_id,
                     MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
