@@ -25,6 +25,7 @@ from rich.table import Table
 
 from app.config import Settings, get_settings
 from app.errors import AppError
+from app.logs import configure_logging
 from app.models.backup import BackupFilter
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
@@ -56,6 +57,7 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
 
     async def main() -> int:
         settings = get_settings()
+        configure_logging(settings.system.log_level)
         client = await open_catalog(settings)
         storage = storage_from_settings(settings)
         await storage.prepare()

@@ -29,6 +29,7 @@ from app.services.storage import Storage
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
+FINISH_ATTEMPTS = 5
 POLL_SECONDS = 1.0
 
 
@@ -211,7 +212,8 @@ class JobRunner:
         progress = Progress()
         self.progress[job.id] = progress
         ctx = JobContext(job, self.settings, self.storage, progress)
-        beat = asyncio.create_task(self._heartbeat(job.id, progress))
+        stop_beat = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(job.id, progress, stop_beat))
         status, error, result = JobStatus.failed, None, {}
         try:
             handler = self.handlers.get(job.kind)
@@ -227,8 +229,13 @@ class JobRunner:
             error = error_text(exc)
             log.warning("job failed", job_id=str(job.id), kind=job.kind.value, error=error)
         finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            # Let a heartbeat write in flight finish rather than race the final one.
+            stop_beat.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(beat), HEARTBEAT_SECONDS * 5)
+            except BaseException:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
             progress.phase = status.value
             recorded = await asyncio.shield(
                 self._finish(job.id, status, error, result, progress))
@@ -250,28 +257,46 @@ class JobRunner:
     async def _finish(self, job_id: PydanticObjectId, status: JobStatus, error: str | None,
                       result: dict[str, Any], progress: Progress) -> bool:
         now = utcnow()
-        final = {"status": status.value, "error": error, "finishedAt": now, "updatedAt": now,
-                 "leaseExpiresAt": None}
+        final: dict[str, Any] = {"status": status.value, "error": error, "finishedAt": now,
+                                 "updatedAt": now, "leaseExpiresAt": None}
         # A job the sweep interrupted (its lease lapsed) is not ours to finish any more.
         mine = {"_id": job_id, "leaseOwner": self.replica_id, "status": JobStatus.running.value}
-        try:
-            done = await _collection().update_one(
-                mine, {"$set": {**final, "result": result, "progress": progress.document()}})
-        except Exception as exc:
-            # The outcome must land even when its details cannot be stored.
-            log.exception("could not record a job's result", job_id=str(job_id))
-            final["error"] = "; ".join(filter(None, [error, f"result not recorded: {exc}"]))
-            done = await _collection().update_one(mine, {"$set": final})
-        return bool(done.matched_count > 0)
+        update: dict[str, Any] = {**final, "result": result, "progress": progress.document()}
+        for attempt in range(FINISH_ATTEMPTS):
+            try:
+                done = await _collection().update_one(mine, {"$set": update})
+            except Exception as exc:
+                # The outcome must land even when its details cannot be stored.
+                log.exception("could not record a job's result", job_id=str(job_id))
+                final["error"] = "; ".join(filter(None, [error, f"result not recorded: {exc}"]))
+                update = final
+                continue
+            if done.matched_count:
+                return True
+            # No match: either the sweep took the job (not ours any more), or the server
+            # lost this write to the heartbeat's last one racing it (FerretDB does).
+            if await _collection().count_documents(mine) == 0:
+                return False
+            await asyncio.sleep(0.1 * (attempt + 1))
+        return False
 
-    async def _heartbeat(self, job_id: PydanticObjectId, progress: Progress) -> None:
+    async def _heartbeat(self, job_id: PydanticObjectId, progress: Progress,
+                         stop: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+                return
+            except TimeoutError:
+                pass
             now = utcnow()
-            await _collection().update_one(
-                {"_id": job_id, "leaseOwner": self.replica_id},
-                {"$set": {"progress": progress.document(), "heartbeatAt": now,
-                          "leaseExpiresAt": now + self.lease, "updatedAt": now}})
+            try:
+                await _collection().update_one(
+                    {"_id": job_id, "leaseOwner": self.replica_id},
+                    {"$set": {"progress": progress.document(), "heartbeatAt": now,
+                              "leaseExpiresAt": now + self.lease, "updatedAt": now}})
+            except Exception:
+                # One lost beat is fine; a stopped heartbeat would lose the job's lease.
+                log.warning("heartbeat not recorded", job_id=str(job_id), exc_info=True)
 
     async def run_now(self, job: BackupJob) -> BackupJob:
         """Run this job in this process: one it holds, or a queued one it can claim."""
