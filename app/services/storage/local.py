@@ -14,6 +14,7 @@ from app.services.pipeline.stages import CHUNK, Chunks
 from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
 PARTIAL = ".partial-"
+FLUSH_EVERY = 64 * 1024 * 1024
 
 
 class LocalStorage:
@@ -38,14 +39,27 @@ class LocalStorage:
         try:
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             handle = await asyncio.to_thread(open, partial, "xb")
+            # Written data is flushed to disk as it goes, one flush in flight at a time,
+            # so the final fsync waits for the tail only, not for the whole object.
+            flushing: asyncio.Future[None] | None = None
+            flushed_at = 0
             try:
                 async with aclosing(chunks) as source:
                     async for chunk in source:
                         await asyncio.to_thread(handle.write, chunk)
                         size += len(chunk)
+                        if size - flushed_at >= FLUSH_EVERY and (
+                                flushing is None or flushing.done()):
+                            flushing = asyncio.ensure_future(
+                                asyncio.to_thread(os.fdatasync, handle.fileno()))
+                            flushed_at = size
+                if flushing is not None:
+                    await flushing
                 await asyncio.to_thread(handle.flush)
                 await asyncio.to_thread(os.fsync, handle.fileno())
             finally:
+                if flushing is not None and not flushing.done():
+                    await asyncio.gather(flushing, return_exceptions=True)
                 await asyncio.to_thread(handle.close)
             await asyncio.to_thread(os.replace, partial, final)
             await asyncio.to_thread(_fsync_dir, final.parent)
