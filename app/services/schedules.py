@@ -222,17 +222,13 @@ def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
 
 def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> dict[str, Any]:
     params: dict[str, Any] = {"fireTime": fire.fire_time.isoformat()}
-    if schedule.kind is ScheduleKind.database:
+    if schedule.kind in BACKUP_KINDS:
         assert source is not None
-        request = DatabaseBackupCreate(source=source, retention_days=schedule.retention_days,
-                                       notes=f"Scheduled backup ({schedule.name})")
+        body = (DatabaseBackupCreate if schedule.kind is ScheduleKind.database
+                else ContentBackupCreate)
+        request = body(source=source, retention_days=schedule.retention_days,
+                       notes=f"Scheduled backup ({schedule.name})")
         params |= {"request": request.model_dump(mode="json", by_alias=True),
-                   "backupType": BackupType.automatic.value}
-    elif schedule.kind is ScheduleKind.content:
-        assert source is not None
-        content = ContentBackupCreate(source=source, retention_days=schedule.retention_days,
-                                      notes=f"Scheduled backup ({schedule.name})")
-        params |= {"request": content.model_dump(mode="json", by_alias=True),
                    "backupType": BackupType.automatic.value}
     return params
 
