@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.config import CompressionAlgorithm, Settings, SourceKind
+from app.config import Settings, SourceKind
 from app.models.backup import Backup
 from app.services.pipeline.compress import SUFFIX
 
@@ -22,8 +22,6 @@ class ArtifactPlan:
     format_chain: list[str]
     key: str
     manifest_key: str
-    compression: CompressionAlgorithm
-    level: int
     recipients: list[str]
 
     @property
@@ -44,8 +42,7 @@ def plan_artifact(settings: Settings, source: str, kind: SourceKind, backup_id: 
     recipients = list(settings.encryption.recipients)
     folder = f"{source}/{created:%Y/%m/%d}"
     return ArtifactPlan(chain, f"{folder}/{backup_id}.{'.'.join(chain)}",
-                        f"{folder}/{backup_id}.manifest.json", settings.compression.algorithm,
-                        settings.compression.chosen_level, recipients)
+                        f"{folder}/{backup_id}.manifest.json", recipients)
 
 
 def restore_command(chain: list[str], filename: str, database: str) -> str:
