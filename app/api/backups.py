@@ -104,7 +104,7 @@ async def cleanup(body: CleanupRequest, user: AdminUser, runner: RunnerDep,
                   wait: Annotated[bool, Query(description="answer when done")] = False
                   ) -> JobOut | CleanupResult:
     """Apply retention (admin). A dry run answers at once with what would go and why."""
-    if body.source is not None:
+    if body.source is not None and settings.content_source(body.source) is None:
         backups.source_or_error(settings, body.source)
     if body.dry_run:
         response.status_code = status.HTTP_200_OK

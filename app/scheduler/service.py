@@ -118,9 +118,19 @@ class ScheduleService:
         if schedule is None or not schedule.enabled or not run_times:
             return
         *coalesced, fire_time = run_times
-        await schedules.record_missed(schedule, coalesced, self.replica)
-        fire = await schedules.claim_fire(schedule, fire_time, self.replica)
+        await self._run_fire(schedule, coalesced, fire_time)
+
+    async def _run_fire(self, schedule: Schedule, missed: list[datetime],
+                        fire_time: datetime | None, catch_up: bool = False) -> None:
+        """Record the fires nobody will run, then run this one if this replica wins it."""
+        await schedules.record_missed(schedule, missed, self.replica)
+        if fire_time is None:
+            return
+        fire = await schedules.claim_fire(schedule, fire_time, self.replica, catch_up)
         if fire is not None:
+            if catch_up:
+                log.info("catching up a missed fire", schedule=schedule.name,
+                         fire_time=fire_time.isoformat(), coalesced=len(missed))
             await schedules.dispatch(self.runner, schedule, fire)
 
     async def catch_up(self, now: datetime | None = None) -> None:
@@ -134,14 +144,7 @@ class ScheduleService:
             since = max(filter(None, (schedule.last_fire_at, schedule.updated_at)))
             overdue = schedules.fires_between(schedule, since, now)
             catch_up = overdue.pop() if overdue and overdue[-1] >= now - grace else None
-            await schedules.record_missed(schedule, overdue, self.replica)
-            if catch_up is not None:
-                fire = await schedules.claim_fire(schedule, catch_up, self.replica,
-                                                  catch_up=True)
-                if fire is not None:
-                    log.info("catching up a missed fire", schedule=schedule.name,
-                             fire_time=catch_up.isoformat(), coalesced=len(overdue))
-                    await schedules.dispatch(self.runner, schedule, fire)
+            await self._run_fire(schedule, overdue, catch_up, catch_up=True)
 
     async def redispatch_stalled(self) -> None:
         """Finish fires whose replica stopped between claiming them and queuing jobs."""

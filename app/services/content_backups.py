@@ -153,12 +153,15 @@ class Run:
             {"_id": {"$in": list(self.known)}}, {"$set": {"lastUsedAt": utcnow()}})
 
     async def stored(self, address: str) -> ContentObject | None:
-        if address in self.known:
-            return self.known[address]
-        found = await _touch(address)
-        if found is not None:
+        """The stored object at address (marked as in use now), or None."""
+        if address not in self.known:
+            found = await ContentObject.get(address)
+            if found is None:
+                return None
+            await ContentObject.get_pymongo_collection().update_one(
+                {"_id": address}, {"$set": {"lastUsedAt": utcnow()}})
             self.known[address] = found
-        return found
+        return self.known[address]
 
     async def record_new(self) -> None:
         if not self.new:
@@ -180,17 +183,9 @@ async def _store(run: Run, key: str, plaintext: Chunks) -> tuple[int, str]:
     return stored, digest.hexdigest
 
 
-async def _touch(address: str) -> ContentObject | None:
-    found = await ContentObject.get(address)
-    if found is not None:
-        await ContentObject.get_pymongo_collection().update_one(
-            {"_id": found.id}, {"$set": {"lastUsedAt": utcnow()}})
-    return found
-
-
 async def ensure_ipfs(run: Run, cid: Cid) -> list[str]:
     """Store cid (and, for a directory, its entries) unless stored; returns every address."""
-    address = f"ipfs:{cid}"
+    address = ipfs.address_of(cid)
     if address not in run.inflight:
         run.inflight[address] = asyncio.create_task(_ensure_ipfs(run, cid, address))
     return await asyncio.shield(run.inflight[address])
@@ -198,54 +193,51 @@ async def ensure_ipfs(run: Run, cid: Cid) -> list[str]:
 
 async def _ensure_ipfs(run: Run, cid: Cid, address: str) -> list[str]:
     existing = await run.stored(address)
-    if existing is None:
+    fetched = existing is None
+    if existing is not None:
+        children = [ipfs.cid_of_address(child) for child in existing.children]
+    else:
         chain = format_chain(run.settings, "car")
         key = f"content/ipfs/{cid}.{'.'.join(chain)}"
         walk = DagWalk(cid)
-
-        async def consume(car: Chunks) -> tuple[int, str]:
-            return await _store(run, key, car)
 
         async def attempt(gateway: str) -> tuple[int, str]:
             walk.blocks, walk.block_bytes, walk.children = 0, 0, []
             async with run.limit:
                 return await ipfs.fetch_entity(run.outbound, run.settings.content, gateway,
-                                               cid, walk, consume)
+                                               cid, walk, partial(_store, run, key))
 
         stored, sha = await ipfs.with_gateways(run.settings.content, attempt)
-        children = [f"ipfs:{link.cid}" for link in walk.children]
+        children = [link.cid for link in walk.children]
         existing = ContentObject(id=address, type=ContentType.ipfs, storage_key=key,
                                  format_chain=chain, size=walk.block_bytes,
                                  stored_bytes=stored, sha256=sha, blocks=walk.blocks,
-                                 kind=walk.kind, children=children)
-        # Entries first: a directory is recorded only once all of it is stored.
-        child_addresses = await _children(run, walk)
-        run.new[address] = existing
-        return [address, *child_addresses]
+                                 kind=walk.kind, children=[ipfs.address_of(c) for c in children])
     addresses = [address]
-    for child in existing.children:
-        addresses += await ensure_ipfs(run, ipfs.cid_of_reference(child.removeprefix("ipfs:")))
+    for child in children:
+        addresses += await ensure_ipfs(run, child)
+    if fetched:  # a new directory counts as stored only once all its entries are
+        run.new[address] = existing
     return addresses
 
 
-async def _children(run: Run, walk: DagWalk) -> list[str]:
-    found: list[str] = []
-    for link in walk.children:
-        found += await ensure_ipfs(run, link.cid)
-    return found
+def _with(item: ContentItem, **fields: Any) -> ContentItem:
+    updated: ContentItem = item.model_copy(update=fields)
+    return updated
 
 
-async def ensure_gaia(run: Run, url: str) -> ContentItem:
-    """Store a Gaia file unless its ETag is unchanged since a stored copy."""
+async def ensure_gaia(run: Run, url: str, item: ContentItem) -> ContentItem:
+    """Store a Gaia file unless its ETag is unchanged since a stored copy; returns the
+    item completed."""
+    item = _with(item, reference=url, path=gaia.gaia_path(url, run.prefixes))
     previous = await GaiaUrlState.get(url)
     if previous is not None:
         etag = await gaia.current_etag(run.outbound, url)
-        kept = await _touch(previous.address) if etag == previous.etag else None
+        kept = await run.stored(previous.address) if etag == previous.etag else None
         if kept is not None:
-            return ContentItem(backup_id=PydanticObjectId(), source="", type=ContentType.gaia,
-                               reference=url, address=kept.address, objects=[kept.address],
-                               status=ItemStatus.existing, size=kept.size,
-                               sha256=previous.address.removeprefix("gaia:"), etag=etag)
+            return _with(item, address=kept.address, objects=[kept.address], etag=etag,
+                         status=ItemStatus.existing, size=kept.size,
+                         sha256=previous.address.removeprefix("gaia:"))
     spool_dir = run.settings.storage.spool_dir or Path(tempfile.gettempdir())
     spool_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="gaia-") as handle:
@@ -266,16 +258,15 @@ async def ensure_gaia(run: Run, url: str) -> ContentItem:
             status = ItemStatus.new
     if fetched.etag:
         await GaiaUrlState(id=url, etag=fetched.etag, address=address).save()
-    return ContentItem(backup_id=PydanticObjectId(), source="", type=ContentType.gaia,
-                       reference=url, address=address, objects=[address], status=status,
-                       size=fetched.size, sha256=fetched.sha256, etag=fetched.etag)
+    return _with(item, address=address, objects=[address], status=status, size=fetched.size,
+                 sha256=fetched.sha256, etag=fetched.etag)
 
 
 def _addresses(references: list[tuple[str, str | None]]) -> list[str]:
     found = []
     for reference, _ in references:
         try:
-            found.append(f"ipfs:{ipfs.cid_of_reference(reference)}")
+            found.append(ipfs.address_of(ipfs.cid_of_reference(reference)))
         except InvalidInputError:
             pass  # reported when the item is backed up
     return found
@@ -296,18 +287,13 @@ async def back_up_item(run: Run, source: ContentSourceSettings, backup_id: Pydan
         if source.type is ContentType.ipfs:
             cid = ipfs.cid_of_reference(reference)
             objects = await ensure_ipfs(run, cid)
-            address = f"ipfs:{cid}"
+            address = ipfs.address_of(cid)
             root = run.new.get(address) or run.known[address]
-            item = item.model_copy(update={
-                "address": address, "objects": list(dict.fromkeys(objects)),
-                "size": root.size, "sha256": root.sha256,
-                "status": ItemStatus.new if address in run.new else ItemStatus.existing})
+            item = _with(item, address=address, objects=list(dict.fromkeys(objects)),
+                         size=root.size, sha256=root.sha256,
+                         status=ItemStatus.new if address in run.new else ItemStatus.existing)
         else:
-            url = gaia.gaia_url(reference, run.prefixes)
-            got = await ensure_gaia(run, url)
-            item = got.model_copy(update={"backup_id": backup_id, "source": source.name,
-                                          "origin": origin, "id": None,
-                                          "path": gaia.gaia_path(url, run.prefixes)})
+            item = await ensure_gaia(run, gaia.gaia_url(reference, run.prefixes), item)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

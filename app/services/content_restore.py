@@ -19,7 +19,6 @@ from app.services.content_backups import outbound_for
 from app.services.jobs import JobContext, error_text
 from app.services.sources import ipfs
 from app.services.sources.car import header_bytes
-from app.services.sources.cid import parse_cid
 from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -51,7 +50,7 @@ async def _sections(settings: Settings, storage: Storage, address: str
                     ) -> AsyncIterator[bytes]:
     obj = await _object(address)
     car = opened(storage.get(obj.storage_key), obj.format_chain, settings)
-    async for section in ipfs.checked_blocks(car, {parse_cid(address.removeprefix("ipfs:"))}):
+    async for section in ipfs.checked_blocks(car, {ipfs.cid_of_address(address)}):
         yield section
 
 
@@ -59,7 +58,7 @@ async def car_stream(settings: Settings, storage: Storage, items: list[ContentIt
                      ) -> AsyncIterator[bytes]:
     """One CAR holding every item's DAG, rooted at the items' CIDs; blocks re-checked."""
     roots = list(dict.fromkeys(i.address for i in items if i.address))
-    yield header_bytes([parse_cid(r.removeprefix("ipfs:")) for r in roots])
+    yield header_bytes([ipfs.cid_of_address(r) for r in roots])
     done: set[str] = set()
     for item in items:
         for address in item.objects:

@@ -195,17 +195,21 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
                                        good_left=good - gone))
     garbage = await unreferenced_content({i.id for i in deleted}, now,
                                          settings.limits.timeout_seconds)
+    gone_content = [o.address for o in garbage]
     if not request.dry_run:
+        gone_content = []
         for obj in garbage:
             try:
                 await storage.delete(obj.storage_key)
                 await obj.delete()
-                log.info("content object deleted", address=obj.address,
-                         reason="no kept content backup references it")
             except AppError as exc:
                 errors.append(f"content {obj.address}: {exc.message}")
+                continue
+            gone_content.append(obj.address)
+            log.info("content object deleted", address=obj.address,
+                     reason="no kept content backup references it")
     result = CleanupResult(dry_run=request.dry_run, evaluated_at=now, deleted=deleted,
-                           content_objects_deleted=[o.address for o in garbage],
+                           content_objects_deleted=gone_content,
                            protected=protected, sources=sources, deleted_count=len(deleted),
                            freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors)
     log.info("retention applied", dry_run=request.dry_run, deleted=len(deleted),

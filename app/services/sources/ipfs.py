@@ -33,6 +33,15 @@ class ItemFailed(AppError):
     code = "content_item_failed"
 
 
+def address_of(cid: Cid) -> str:
+    """The content-store address of an IPFS object."""
+    return f"ipfs:{cid}"
+
+
+def cid_of_address(address: str) -> Cid:
+    return parse_cid(address.removeprefix("ipfs:"))
+
+
 def cid_of_reference(reference: str) -> Cid:
     """The CID an item reference names: `CID`, `ipfs://CID`, `/ipfs/CID` or a gateway URL."""
     text = reference.strip()
