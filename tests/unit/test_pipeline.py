@@ -3,6 +3,7 @@
 import asyncio
 import os
 import subprocess
+import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -13,13 +14,16 @@ from app.config import CompressionAlgorithm
 from app.services.pipeline.compress import compress, decompress
 from app.services.pipeline.encrypt import EncryptionError, decrypt, encrypt, load_identities
 from app.services.pipeline.stages import (
+    CHUNK,
     Digest,
     SizeLimitExceeded,
     buffered,
     collect,
     from_bytes,
     limited,
+    rechunk,
 )
+from app.services.sources.postgres import _pipe, _whole_chunks
 
 PAYLOAD = b"".join(f"row {i} {'x' * (i % 50)} {os.urandom(8).hex()}\n".encode()
                    for i in range(60_000))
@@ -152,3 +156,37 @@ async def test_consumer_leaving_early_stops_worker_threads(identity: tuple[Path,
     for _ in range(5):
         await anext(stream)
     await asyncio.wait_for(stream.aclose(), timeout=5)
+
+
+async def test_rechunk_coalesces_small_pieces_and_passes_whole_chunks() -> None:
+    pieces = [PAYLOAD[i:i + 1000] for i in range(0, 300_000, 1000)]
+    out = await collect_list(rechunk(from_list(pieces), 65536))
+    assert b"".join(out) == PAYLOAD[:300_000]
+    assert all(len(c) >= 65536 for c in out[:-1])
+    assert len(out) == 300_000 // 65536 + 1
+    whole = PAYLOAD[:65536]
+    assert (await collect_list(rechunk(from_list([whole]), 65536)))[0] is whole
+
+
+async def test_pipe_reads_come_in_whole_chunks() -> None:
+    # A writer that flushes 8 KiB at a time, as pg_dump does.
+    reader, write_fd = _pipe()
+    script = ("import sys\nfor _ in range(400):\n"
+              "    sys.stdout.buffer.write(b'x' * 8192); sys.stdout.buffer.flush()\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=write_fd)
+    os.close(write_fd)
+    try:
+        sizes = [len(c) for c in await collect_list(_whole_chunks(reader))]
+    finally:
+        reader.close()
+    assert await proc.wait() == 0
+    assert sizes == [CHUNK] * 3 + [400 * 8192 - 3 * CHUNK]
+
+
+async def from_list(pieces: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for piece in pieces:
+        yield piece
+
+
+async def collect_list(chunks: AsyncGenerator[bytes, None]) -> list[bytes]:
+    return [chunk async for chunk in chunks]

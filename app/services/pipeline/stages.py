@@ -115,10 +115,13 @@ class Digest:
 
 
 async def rechunk(chunks: Chunks, size: int = CHUNK) -> Chunks:
-    """Coalesce small pieces into chunks of about `size` bytes."""
+    """Coalesce small pieces into chunks of about `size` bytes; whole ones pass uncopied."""
     pending = bytearray()
     async with aclosing(chunks) as source:
         async for chunk in source:
+            if not pending and len(chunk) >= size:
+                yield chunk
+                continue
             pending += chunk
             if len(pending) >= size:
                 yield bytes(pending)
