@@ -73,7 +73,9 @@ async def generate_postgres(admin_uri: str, database: str, target_bytes: int) ->
                 " FROM generate_series(1, 200000) g")
         while (size := await pg_size(conn)) < target_bytes:
             await conn.execute(EVENTS_BATCH, WORDS, 200_000)
+        # Hint bits, statistics and dirty buffers settled now, not during the first rounds.
         await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
         return size
     finally:
         await conn.close()

@@ -197,6 +197,7 @@ def main() -> None:
     rows: list[Row] = []
     level = DEFAULT_LEVEL[CompressionAlgorithm.zstd]  # the runs use the defaults
     try:
+        os.sync()  # the generator's writes reach the disk before anything is timed
         # One unmeasured dump first, so every measured row reads a warm page cache.
         measure_once(["bash", "-c", " ".join(pg_args) + " > /dev/null"], env=pg_env)
         # Raw pg_dump and Backvault alternate, so both see the same machine (this VM's
