@@ -194,18 +194,18 @@ def main() -> None:
     pg_env = {**os.environ, **connection.env()}
     pg_args = [str(PG_BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
                f"'--dbname={connection.uri}'"]
+    raw_dump = ["bash", "-c", " ".join(pg_args) + " > /dev/null"]
     rows: list[Row] = []
     level = DEFAULT_LEVEL[CompressionAlgorithm.zstd]  # the runs use the defaults
     try:
         os.sync()  # the generator's writes reach the disk before anything is timed
         # One unmeasured dump first, so every measured row reads a warm page cache.
-        measure_once(["bash", "-c", " ".join(pg_args) + " > /dev/null"], env=pg_env)
+        measure_once(raw_dump, env=pg_env)
         # Raw pg_dump and Backvault alternate, so both see the same machine (this VM's
         # speed drifts by 15% over minutes); the ratio is taken per round.
         raw_runs, local_runs = [], []
         for _ in range(REPEAT):
-            raw_runs.append(measure_once(["bash", "-c", " ".join(pg_args) + " > /dev/null"],
-                                         env=pg_env))
+            raw_runs.append(measure_once(raw_dump, env=pg_env))
             local_runs.append(backvault_once(base_env, "bench-pg"))
         local = backvault_row(local_runs, "backvault_pg_local",
                               f"zstd {level} + age + SHA-256 to local disk, fsync")
