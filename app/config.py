@@ -191,6 +191,9 @@ class ScheduleSettings(Group):
     misfire_grace_seconds: int = Field(default=3600, ge=0)
     # How often each replica re-reads the schedules (edits apply without a restart).
     reload_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Schedules firing more often than once a minute (a leading seconds field) are
+    # refused unless this is on (tests and demos use it).
+    allow_sub_minute: bool = False
 
 
 class RetentionSettings(Group):
@@ -203,6 +206,10 @@ class RetentionSettings(Group):
     keep_weekly: int = Field(default=0, ge=0, le=520)
     keep_monthly: int = Field(default=0, ge=0, le=1200)
     keep_yearly: int = Field(default=0, ge=0, le=100)
+    # A deleted backup stays in the trash (undeletable) this long; retention empties it.
+    trash_days: int = Field(default=7, ge=0, le=365)
+    # Finished jobs and schedule fires older than this are pruned from the catalog.
+    history_days: int = Field(default=90, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _min_below_max(self) -> "RetentionSettings":
@@ -295,6 +302,29 @@ class AuthSettings(Group):
     bootstrap_password: SecretStr | None = SecretStr("change-me-admin")
 
 
+class HttpSettings(Group):
+    # Request bodies above this are refused (413) before they are read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # A body that does not arrive within this is refused (408).
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # JSON nested deeper than this is refused (400).
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+
+
+class LoginSettings(Group):
+    # Failed logins per username and per client address before backoff starts.
+    free_failures: int = Field(default=5, ge=1, le=1000)
+    # Backoff after that: base doubled per further failure, capped.
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_seconds: float = Field(default=900.0, gt=0, le=86400)
+    # Failures older than this no longer count.
+    window_seconds: float = Field(default=900.0, gt=0, le=86400)
+
+
+class AuditSettings(Group):
+    retention_days: int = Field(default=365, ge=1, le=36500)
+
+
 PLACEHOLDER = re.compile(r"^(change[-_]?me|your[-_]|placeholder|example|secret$|password$)",
                          re.IGNORECASE)
 
@@ -327,6 +357,9 @@ class Settings(BaseSettings):
     content: ContentSettings = ContentSettings()
     notifications: NotificationSettings = NotificationSettings()
     auth: AuthSettings = AuthSettings()
+    http: HttpSettings = HttpSettings()
+    login: LoginSettings = LoginSettings()
+    audit: AuditSettings = AuditSettings()
 
     @model_validator(mode="after")
     def _checks(self) -> "Settings":

@@ -145,6 +145,12 @@ class Backup(Document):
     options: dict[str, Any] = {}
     verification: Verification = Verification()
     error: str | None = None
+    # The database the artifact holds (a restore's default target). A pre-restore safety
+    # backup names the database it copied, which may not be its source's own.
+    database: str | None = None
+    # Set on a pre-restore safety backup: the backup whose restore it preceded. Safety
+    # backups never count as their source's backups for retention.
+    safety_for: PydanticObjectId | None = None
     # Set before a deletion removes anything, so a run cut short is finished later.
     deleting_since: datetime | None = None
     deletion_reason: str | None = None
@@ -192,6 +198,8 @@ class BackupOut(ApiSchema):
     error: str | None
     deleting_since: datetime | None = None
     deletion_reason: str | None = None
+    database: str | None = None
+    safety_for: PydanticObjectId | None = None
 
 
 class BackupFilter(ApiSchema):
