@@ -74,6 +74,8 @@ def make_settings(**groups: Any) -> Settings:
     base: dict[str, Any] = {
         # Schedules off: the seeded defaults must not fire in the middle of a test run.
         "system": {"environment": "test", "log_level": "warning", "enabled": False},
+        # Some schedule tests fire every second or two.
+        "schedules": {"allow_sub_minute": True},
         "catalog": {"mongo_uri": SecretStr(MONGO_URI),
                     "database": f"backvault_test_{uuid.uuid4().hex[:10]}"},
         "auth": {"jwt_secret": SecretStr(JWT_SECRET), "bootstrap_username": "root",

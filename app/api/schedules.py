@@ -11,9 +11,9 @@ router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
 
 @router.get("", response_model=list[ScheduleOut])
-async def list_schedules(_: CurrentUser) -> list[ScheduleOut]:
-    """Every schedule, by name."""
-    return [ScheduleOut.model_validate(s) for s in await schedules.list_schedules()]
+async def list_schedules(settings: SettingsDep, _: CurrentUser) -> list[ScheduleOut]:
+    """Every schedule, by name; one that cannot run shows why in `error`."""
+    return await schedules.schedule_views(settings)
 
 
 @router.post("", response_model=ScheduleOut, status_code=status.HTTP_201_CREATED)
@@ -24,15 +24,16 @@ async def create_schedule(body: ScheduleCreate, settings: SettingsDep,
 
 
 @router.get("/{schedule_id}", response_model=ScheduleOut)
-async def get_schedule(schedule_id: PydanticObjectId, _: CurrentUser) -> ScheduleOut:
+async def get_schedule(schedule_id: PydanticObjectId, settings: SettingsDep,
+                       _: CurrentUser) -> ScheduleOut:
     """One schedule."""
-    return ScheduleOut.model_validate(await schedules.get_schedule(schedule_id))
+    return await schedules.schedule_view(settings, schedule_id)
 
 
 @router.patch("/{schedule_id}", response_model=ScheduleOut)
 async def update_schedule(schedule_id: PydanticObjectId, body: ScheduleUpdate,
                           settings: SettingsDep, _: AdminUser) -> ScheduleOut:
-    """Change a schedule's timing, sources, retention or enabled flag (admin)."""
+    """Change a schedule's fields (admin); null clears retentionDays, elsewhere it is a 422."""
     return ScheduleOut.model_validate(
         await schedules.update_schedule(settings, schedule_id, body))
 
@@ -40,4 +41,4 @@ async def update_schedule(schedule_id: PydanticObjectId, body: ScheduleUpdate,
 @router.delete("/{schedule_id}", response_model=ScheduleOut)
 async def delete_schedule(schedule_id: PydanticObjectId, _: AdminUser) -> ScheduleOut:
     """Remove a schedule (admin); its past runs stay in the job history."""
-    return ScheduleOut.model_validate(await schedules.delete_schedule(schedule_id))
+    return await schedules.delete_schedule(schedule_id)

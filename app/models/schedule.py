@@ -1,16 +1,29 @@
 """Schedules (what runs when) and their fires (one record per schedule and fire time)."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any
 
+from apscheduler.triggers.base import BaseTrigger
 from beanie import Document, PydanticObjectId
-from pydantic import AfterValidator, ConfigDict, Field
+from bson import ObjectId
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from app.config import Crontab, TimeZoneName
 from app.models.common import ApiSchema, document_alias, utcnow
 from app.models.job import JobStatus
+from app.scheduler.cron import checked_trigger
 
 ScheduleName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 SourceRef = Annotated[str, Field(min_length=1, max_length=63)]
@@ -85,6 +98,7 @@ class ScheduleFire(Document):
             IndexModel([("scheduleId", ASCENDING), ("fireTime", DESCENDING)], unique=True,
                        name="schedule_fire_unique"),
             IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)]),
+            IndexModel([("fireTime", ASCENDING)]),  # pruning
         ]
 
 
@@ -103,20 +117,33 @@ class ScheduleCreate(ApiSchema):
 
 
 class ScheduleUpdate(ApiSchema):
+    """Fields left out keep their value; `null` is refused except for retentionDays."""
+
     model_config = ConfigDict(extra="forbid")
 
     cron: Crontab | None = None
     timezone: TimeZoneName | None = None
     sources: Sources | None = None
-    retention_days: int | None = Field(default=None, ge=1, le=365)
+    retention_days: int | None = Field(
+        default=None, ge=1, le=365,
+        description="null clears it: backups then use the retention.days setting")
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=500)
+
+    @field_validator("cron", "timezone", "sources", "enabled", "description", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for fields the body names: an explicit null would store a None.
+        if value is None:
+            raise ValueError("must not be null (leave the field out to keep its value)")
+        return value
 
 
 class ScheduleOut(ApiSchema):
     id: PydanticObjectId
     name: str
-    kind: ScheduleKind
+    kind: ScheduleKind | None = Field(
+        description="null only when a stored schedule's kind cannot be read (see error)")
     cron: str
     timezone: str
     sources: list[str]
@@ -126,6 +153,9 @@ class ScheduleOut(ApiSchema):
     created_at: datetime
     updated_at: datetime
     last_fire_at: datetime | None
+    error: str | None = Field(
+        default=None, description="why this stored schedule cannot run (it is not loaded "
+                                  "and never fires until fixed); null when it is fine")
 
 
 class LastRun(ApiSchema):
@@ -142,3 +172,73 @@ class LastRun(ApiSchema):
 class ScheduleStatus(ScheduleOut):
     last_run: LastRun | None
     next_run: datetime | None
+
+
+@dataclass
+class StoredSchedule:
+    """One document of the schedules collection, checked on its own: runnable, or why not."""
+
+    raw: dict[str, Any]
+    schedule: Schedule | None = None
+    trigger: BaseTrigger | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.raw.get("_id"))
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", self.key))
+
+
+def describe_error(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'document'}: "
+                     f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors())
+
+
+def check_stored(raw: dict[str, Any], allow_sub_minute: bool) -> StoredSchedule:
+    entry = StoredSchedule(raw)
+    try:
+        entry.schedule = Schedule.model_validate(raw)
+        entry.trigger = checked_trigger(entry.schedule.cron, entry.schedule.timezone,
+                                        allow_sub_minute=allow_sub_minute)
+    except ValidationError as exc:
+        entry.error = describe_error(exc)
+    except Exception as exc:  # whatever one document holds, the others still load
+        entry.error = str(exc) or type(exc).__name__
+    return entry
+
+
+@cache
+def _adapter(field: str) -> TypeAdapter[Any]:
+    annotation = ScheduleOut.model_fields[field].annotation
+    assert annotation is not None
+    return TypeAdapter(annotation)
+
+
+def _lenient_view(raw: dict[str, Any], error: str | None) -> ScheduleOut | None:
+    """As much of an unreadable document as each field allows, the rest as placeholders."""
+    if not isinstance(raw.get("_id"), ObjectId):
+        return None
+    oid = PydanticObjectId(raw["_id"])
+    created = oid.generation_time
+    fallback: dict[str, Any] = {
+        "name": str(oid), "kind": None, "cron": "", "timezone": "", "sources": [],
+        "retention_days": None, "enabled": False, "description": None,
+        "created_at": created, "updated_at": created, "last_fire_at": None}
+    values: dict[str, Any] = {}
+    for field, default in fallback.items():
+        try:
+            values[field] = _adapter(field).validate_python(raw[to_camel(field)])
+        except (KeyError, ValidationError):
+            values[field] = default
+    return ScheduleOut(id=oid, error=error, **values)
+
+
+def schedule_out(entry: StoredSchedule) -> ScheduleOut | None:
+    """The API form of a stored schedule, with its error if it cannot run."""
+    if entry.schedule is None:
+        return _lenient_view(entry.raw, entry.error)
+    out = ScheduleOut.model_validate(entry.schedule, from_attributes=True)
+    return out.model_copy(update={"error": entry.error})

@@ -15,8 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from beanie import PydanticObjectId
 
 from app.models.common import utcnow
-from app.models.schedule import FireStatus, Schedule, ScheduleFire
-from app.scheduler.cron import crontab_trigger
+from app.models.schedule import FireStatus, Schedule, ScheduleFire, StoredSchedule
 from app.services import recovery, schedules
 from app.services.jobs import JobRunner
 
@@ -55,6 +54,7 @@ class ScheduleService:
             job_defaults={"coalesce": True, "max_instances": 10, "misfire_grace_time": grace},
             timezone=self.settings.system.timezone)
         self.loaded: dict[str, tuple[str, str, datetime]] = {}
+        self.errors: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -94,19 +94,41 @@ class ScheduleService:
         return await recovery.sweep(self.runner)
 
     async def reload(self) -> None:
-        """Add, change or drop triggers so they match the catalog (edits apply here)."""
-        wanted = {str(s.id): s for s in await schedules.list_schedules() if s.enabled}
+        """Add, change or drop triggers so they match the catalog (edits apply here).
+
+        Each schedule loads on its own: one that cannot run is reported and skipped.
+        """
+        entries = await schedules.load_schedules(self.settings.schedules.allow_sub_minute)
+        wanted = {e.key: e for e in entries
+                  if e.error is None and e.schedule is not None and e.schedule.enabled}
+        self._report_errors(entries)
         for schedule_id in set(self.loaded) - set(wanted):
-            self.scheduler.remove_job(schedule_id)
+            if self.scheduler.get_job(schedule_id) is not None:
+                self.scheduler.remove_job(schedule_id)
             del self.loaded[schedule_id]
-        for schedule_id, schedule in wanted.items():
+        for schedule_id, entry in wanted.items():
+            schedule = entry.schedule
+            assert schedule is not None
             signature = (schedule.cron, schedule.timezone, schedule.updated_at)
             if self.loaded.get(schedule_id) == signature:
                 continue
-            self.scheduler.add_job(self._fire, crontab_trigger(schedule.cron, schedule.timezone),
-                                   args=[schedule.id], id=schedule_id, name=schedule.name,
-                                   replace_existing=True)
+            try:
+                self.scheduler.add_job(self._fire, entry.trigger, args=[schedule.id],
+                                       id=schedule_id, name=schedule.name,
+                                       replace_existing=True)
+            except Exception:
+                log.exception("schedule not loaded", schedule=schedule.name)
+                continue
             self.loaded[schedule_id] = signature
+
+    def _report_errors(self, entries: list[StoredSchedule]) -> None:
+        """Log each schedule that cannot run once, and again only when its error changes."""
+        errors = {e.key: e.error for e in entries if e.error is not None}
+        for entry in entries:
+            if entry.error is not None and self.errors.get(entry.key) != entry.error:
+                log.warning("schedule cannot run", schedule=entry.name, schedule_id=entry.key,
+                            error=entry.error)
+        self.errors = errors
 
     async def reload_and_redispatch(self) -> None:
         await self.reload()
@@ -114,7 +136,7 @@ class ScheduleService:
 
     async def _fire(self, schedule_id: PydanticObjectId,
                     run_times: list[datetime] | None = None) -> None:
-        schedule = await Schedule.get(schedule_id)
+        schedule = await schedules.find_schedule(schedule_id)
         if schedule is None or not schedule.enabled or not run_times:
             return
         *coalesced, fire_time = run_times
@@ -138,13 +160,17 @@ class ScheduleService:
         once; every other one is recorded as missed."""
         now = now or utcnow()
         grace = timedelta(seconds=self.settings.schedules.misfire_grace_seconds)
-        for schedule in await schedules.list_schedules():
-            if not schedule.enabled:
-                continue
-            since = max(filter(None, (schedule.last_fire_at, schedule.updated_at)))
-            overdue = schedules.fires_between(schedule, since, now)
-            catch_up = overdue.pop() if overdue and overdue[-1] >= now - grace else None
-            await self._run_fire(schedule, overdue, catch_up, catch_up=True)
+        for entry in await schedules.load_schedules(self.settings.schedules.allow_sub_minute):
+            schedule = entry.schedule
+            if entry.error is not None or schedule is None or not schedule.enabled:
+                continue  # reload reports it
+            try:
+                since = max(filter(None, (schedule.last_fire_at, schedule.updated_at)))
+                overdue = schedules.fires_between(schedule, since, now)
+                catch_up = overdue.pop() if overdue and overdue[-1] >= now - grace else None
+                await self._run_fire(schedule, overdue, catch_up, catch_up=True)
+            except Exception:
+                log.exception("catch-up failed", schedule=schedule.name)
 
     async def redispatch_stalled(self) -> None:
         """Finish fires whose replica stopped between claiming them and queuing jobs."""
@@ -156,7 +182,12 @@ class ScheduleService:
                 {"$set": {"updatedAt": now, "replica": self.replica}})
             if raw is None:
                 return
-            fire = ScheduleFire.model_validate(raw)
-            schedule = await Schedule.get(fire.schedule_id)
-            if schedule is not None:
-                await schedules.dispatch(self.runner, schedule, fire)
+            # The update moved this fire's lease on, so a failure here is retried after
+            # a lease and does not stop the other fires of this round.
+            try:
+                fire = ScheduleFire.model_validate(raw)
+                schedule = await schedules.find_schedule(fire.schedule_id)
+                if schedule is not None:
+                    await schedules.dispatch(self.runner, schedule, fire)
+            except Exception:
+                log.exception("re-dispatch failed", fire_id=str(raw.get("_id")))

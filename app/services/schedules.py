@@ -5,12 +5,14 @@ from typing import Any
 
 import structlog
 from beanie import PydanticObjectId
+from pydantic import ValidationError
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from app.config import Settings, SourceKind
-from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.errors import ConflictError, InvalidInputError, NotFoundError, validation_details
 from app.models.backup import BackupType
-from app.models.common import utcnow
+from app.models.common import document_alias, utcnow
 from app.models.content import ContentBackupCreate
 from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate
@@ -24,8 +26,12 @@ from app.models.schedule import (
     ScheduleOut,
     ScheduleStatus,
     ScheduleUpdate,
+    StoredSchedule,
+    check_stored,
+    describe_error,
+    schedule_out,
 )
-from app.scheduler.cron import crontab_trigger
+from app.scheduler.cron import checked_trigger, crontab_trigger
 from app.services.auth import system_user_id
 from app.services.jobs import JobRunner
 
@@ -104,19 +110,55 @@ def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
             [{"field": "sources", "message": f"unknown source {name!r}"} for name in unknown])
 
 
+async def load_schedules(allow_sub_minute: bool = True) -> list[StoredSchedule]:
+    """Every stored schedule by name, read raw so one bad document blocks no other."""
+    cursor = Schedule.get_pymongo_collection().find({}).sort("name", ASCENDING)
+    return [check_stored(raw, allow_sub_minute) async for raw in cursor]
+
+
 async def list_schedules() -> list[Schedule]:
-    return await Schedule.find({}).sort("name").to_list()
+    """The stored schedules that are valid documents (see load_schedules for the rest)."""
+    return [e.schedule for e in await load_schedules() if e.schedule is not None]
 
 
-async def get_schedule(schedule_id: PydanticObjectId) -> Schedule:
-    schedule = await Schedule.get(schedule_id)
-    if schedule is None:
+async def find_schedule(schedule_id: PydanticObjectId) -> Schedule | None:
+    """The schedule, or None when it is gone or its document is invalid."""
+    raw = await Schedule.get_pymongo_collection().find_one({"_id": schedule_id})
+    return None if raw is None else check_stored(raw, True).schedule
+
+
+async def _stored(schedule_id: PydanticObjectId,
+                  settings: Settings | None = None) -> StoredSchedule:
+    raw = await Schedule.get_pymongo_collection().find_one({"_id": schedule_id})
+    if raw is None:
         raise NotFoundError(f"Schedule {schedule_id} not found")
-    return schedule
+    return check_stored(raw, settings.schedules.allow_sub_minute if settings else True)
+
+
+async def schedule_views(settings: Settings) -> list[ScheduleOut]:
+    """Every schedule by name; one that cannot run is listed with its error."""
+    entries = await load_schedules(settings.schedules.allow_sub_minute)
+    return [out for out in map(schedule_out, entries) if out is not None]
+
+
+async def schedule_view(settings: Settings, schedule_id: PydanticObjectId) -> ScheduleOut:
+    out = schedule_out(await _stored(schedule_id, settings))
+    assert out is not None  # found by an ObjectId
+    return out
+
+
+def _check_timing(settings: Settings, cron: str, timezone: str) -> None:
+    """The trigger builds, fires within the horizon, and not sub-minute unless allowed."""
+    try:
+        checked_trigger(cron, timezone, allow_sub_minute=settings.schedules.allow_sub_minute)
+    except ValueError as exc:
+        raise InvalidInputError(f"cron: {exc}", [{"field": "cron", "message": str(exc)}]) \
+            from exc
 
 
 async def create_schedule(settings: Settings, body: ScheduleCreate) -> Schedule:
     _check_targets(settings, body.kind, body.sources, body.retention_days)
+    _check_timing(settings, body.cron, body.timezone)
     schedule = Schedule(**body.model_dump())
     try:
         await schedule.insert()
@@ -128,23 +170,32 @@ async def create_schedule(settings: Settings, body: ScheduleCreate) -> Schedule:
 
 async def update_schedule(settings: Settings, schedule_id: PydanticObjectId,
                           body: ScheduleUpdate) -> Schedule:
-    schedule = await get_schedule(schedule_id)
+    """Apply the named fields; an invalid stored schedule can be repaired this way."""
+    entry = await _stored(schedule_id)
     changes = body.model_dump(exclude_unset=True)
-    merged = {**schedule.model_dump(), **changes}
-    _check_targets(settings, schedule.kind, merged["sources"], merged["retention_days"])
-    for name, value in changes.items():
-        setattr(schedule, name, value)
-    schedule.updated_at = utcnow()
+    merged = {**entry.raw, **{document_alias(k): v for k, v in changes.items()},
+              "updatedAt": utcnow()}
+    try:
+        schedule: Schedule = Schedule.model_validate(merged)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"The stored schedule is invalid ({describe_error(exc)}): fix those fields in this "
+            "request or delete the schedule", validation_details(list(exc.errors()))) from exc
+    _check_targets(settings, schedule.kind, schedule.sources, schedule.retention_days)
+    if changes.keys() & {"cron", "timezone"}:
+        _check_timing(settings, schedule.cron, schedule.timezone)
     await schedule.save()
     log.info("schedule updated", schedule=schedule.name, fields=sorted(changes))
     return schedule
 
 
-async def delete_schedule(schedule_id: PydanticObjectId) -> Schedule:
-    schedule = await get_schedule(schedule_id)
-    await schedule.delete()
-    log.info("schedule deleted", schedule=schedule.name)
-    return schedule
+async def delete_schedule(schedule_id: PydanticObjectId) -> ScheduleOut:
+    entry = await _stored(schedule_id)
+    await Schedule.get_pymongo_collection().delete_one({"_id": schedule_id})
+    log.info("schedule deleted", schedule=entry.name)
+    out = schedule_out(entry)
+    assert out is not None  # found by an ObjectId
+    return out
 
 
 def next_run(schedule: Schedule, after: datetime) -> datetime | None:
@@ -269,8 +320,8 @@ def _outcome(jobs: list[BackupJob]) -> JobStatus | None:
     return JobStatus.completed if states else None
 
 
-async def last_run(schedule: Schedule) -> LastRun | None:
-    fire = await ScheduleFire.find({"scheduleId": schedule.id}).sort("-fireTime").first_or_none()
+async def last_run(schedule_id: PydanticObjectId) -> LastRun | None:
+    fire = await ScheduleFire.find({"scheduleId": schedule_id}).sort("-fireTime").first_or_none()
     if fire is None:
         return None
     jobs = await BackupJob.find({"fireId": fire.id}).to_list() if fire.id else []
@@ -284,12 +335,23 @@ async def last_run(schedule: Schedule) -> LastRun | None:
               for j in jobs])
 
 
-async def schedule_status(now: datetime | None = None) -> list[ScheduleStatus]:
-    """Each schedule with its last run, that run's outcome, and its next run."""
+async def schedule_status(now: datetime | None = None,
+                          settings: Settings | None = None) -> list[ScheduleStatus]:
+    """Each schedule with its last run, that run's outcome, and its next run.
+
+    A schedule that cannot run shows its error and no next run; the others are unaffected.
+    Without settings, sub-minute schedules are not reported as errors.
+    """
     now = now or utcnow()
+    allow_sub_minute = settings.schedules.allow_sub_minute if settings else True
     out = []
-    for schedule in await list_schedules():
-        base = ScheduleOut.model_validate(schedule, from_attributes=True)
-        out.append(ScheduleStatus(**base.model_dump(), last_run=await last_run(schedule),
-                                  next_run=next_run(schedule, now)))
+    for entry in await load_schedules(allow_sub_minute):
+        base = schedule_out(entry)
+        if base is None:
+            continue
+        nxt = None
+        if entry.trigger is not None and base.enabled:
+            nxt = entry.trigger.get_next_fire_time(None, now)
+        out.append(ScheduleStatus(**base.model_dump(), last_run=await last_run(base.id),
+                                  next_run=nxt))
     return out

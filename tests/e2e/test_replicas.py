@@ -74,6 +74,7 @@ def fleet(big: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         "BACKUP_SYSTEM__LOG_LEVEL": "info",
         "BACKUP_SYSTEM__LEASE_SECONDS": str(LEASE_SECONDS),
         "BACKUP_SCHEDULES__RELOAD_SECONDS": "1",
+        "BACKUP_SCHEDULES__ALLOW_SUB_MINUTE": "true",  # the test's schedule fires every 3 s
         "BACKUP_CATALOG__MONGO_URI": MONGO_URI,
         "BACKUP_CATALOG__DATABASE": database,
         "BACKUP_SOURCES": json.dumps(sources),

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.scheduler.cron import crontab_trigger, validate_crontab
+from app.scheduler.cron import checked_trigger, crontab_trigger, validate_crontab
 
 
 def fires(expr: str, after: datetime, count: int = 3) -> list[datetime]:
@@ -77,6 +77,12 @@ def test_macros() -> None:
     ("*/0 * * * *", "minute"),
     ("0 5-1 * * *", "hour"),
     ("60 0 2 * * *", "second"),
+    # Steps beyond the field's range: APScheduler refuses to build these.
+    ("*/60 * * * *", "minute"),
+    ("0-59/99999999999999999999 * * * *", "minute"),
+    ("0 */24 * * *", "hour"),
+    ("0 0 * */13 *", "month"),
+    ("*/61 * * * * *", "second"),
 ])
 def test_bad_field_is_named(expr: str, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -94,3 +100,44 @@ def test_leading_seconds_field() -> None:
     assert [d.strftime("%M:%S") for d in got] == ["00:05", "00:10", "00:15"]
     # Five fields still mean second 0.
     assert fires("* * * * *", start, 1)[0] == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("expr", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *",
+                                  "0 0 0 31 2 *"])
+def test_never_firing_is_refused(expr: str) -> None:
+    with pytest.raises(ValueError, match="never fires"):
+        validate_crontab(expr)
+
+
+def test_rare_but_real_days_are_accepted() -> None:
+    assert validate_crontab("0 0 29 2 *") == "0 0 29 2 *"  # leap days
+    # crontab ORs the day fields: Mondays of February, though February has no 31st.
+    assert fires("0 0 31 2 1", datetime(2026, 1, 1, tzinfo=UTC), 1)[0] == \
+        datetime(2026, 2, 2, tzinfo=UTC)
+    assert validate_crontab("0 0 31 2 1") == "0 0 31 2 1"
+
+
+@pytest.mark.parametrize("expr", ["\u0663 * * * *", "\u00b2 * * * *", "0 0 * * \u0661",
+                                  "*/\u0665 * * * *"])
+def test_only_ascii_digits(expr: str) -> None:
+    assert not expr.isascii()
+    with pytest.raises(ValueError, match="ASCII"):
+        validate_crontab(expr)
+
+
+def test_length_is_capped() -> None:
+    with pytest.raises(ValueError, match="longer than 100"):
+        validate_crontab("0 " * 60 + "*")
+
+
+def test_sub_minute_only_when_allowed() -> None:
+    with pytest.raises(ValueError, match="more than once a minute"):
+        checked_trigger("*/5 * * * * *", "UTC", allow_sub_minute=False)
+    assert checked_trigger("*/5 * * * * *", "UTC", allow_sub_minute=True) is not None
+    assert checked_trigger("30 * * * * *", "UTC", allow_sub_minute=False) is not None
+    assert checked_trigger("@hourly", "UTC", allow_sub_minute=False) is not None
+
+
+def test_unknown_timezone_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="Mars/Base"):
+        checked_trigger("0 * * * *", "Mars/Base", allow_sub_minute=False)
