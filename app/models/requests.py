@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from app.models.backup import Notes, RetentionDays
 from app.models.common import ApiSchema
@@ -33,12 +33,37 @@ class DatabaseBackupCreate(ApiSchema):
         return self
 
 
+# Letters, digits, _ and -: valid for PostgreSQL and MongoDB alike (MongoDB refuses
+# /\\. "$*<>:|? and NUL), and safe inside a connection URI's path.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+MAX_DATABASE_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1; MongoDB's limit is 63 too
+
+
+def _check_database_name(value: str) -> str:
+    bad = sorted(set(value) - _NAME_CHARS)
+    if bad:
+        shown = ", ".join("NUL" if c == "\0" else repr(c) for c in bad)
+        raise ValueError(f"a database name cannot hold {shown}; use letters, digits, _ and -")
+    if len(value.encode()) > MAX_DATABASE_NAME_BYTES:
+        raise ValueError(f"a database name has at most {MAX_DATABASE_NAME_BYTES} characters")
+    if value.startswith("-"):
+        raise ValueError("a database name cannot start with -")
+    return value
+
+
+DatabaseName = Annotated[str, Field(min_length=1, max_length=255),
+                         AfterValidator(_check_database_name)]
+
+
 class RestoreRequest(ApiSchema):
     model_config = ConfigDict(extra="forbid")
 
-    target_database: str | None = Field(default=None, min_length=1, max_length=63,
-                                        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
-                                        description="default: the source's own database")
+    target_database: DatabaseName | None = Field(
+        default=None, description="default: the database the backup holds")
     drop_existing: bool = False
     dry_run: bool = False
     safety_backup: bool = Field(default=True, description="back up the target first")
+    confirm: str | None = Field(
+        default=None, max_length=255,
+        description="the target database's name; required when the restore drops, replaces "
+                    "or adds to existing data")

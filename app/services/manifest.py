@@ -5,6 +5,7 @@ beside it. The manifest says everything needed to restore without Backvault.
 """
 
 import json
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,25 +46,36 @@ def plan_artifact(settings: Settings, source: str, kind: SourceKind, backup_id: 
                         f"{folder}/{backup_id}.manifest.json", recipients)
 
 
+RESTORE_NOTE = ("Restores into a NEW database: replace HOST, PORT and USER with the server's "
+                "connection details, NEW_DB with a database name that does not exist yet, "
+                "and key.txt with the age identity file. The tools ask for the password "
+                "(or read PGPASSWORD / ~/.pgpass): never put it on the command line.")
+
+
 def restore_command(chain: list[str], filename: str, database: str) -> str:
-    """The stock-tool pipeline that restores this artifact."""
+    """The stock-tool pipeline that restores this artifact into a new database, never into
+    the live one it came from (`database` is the name inside the artifact)."""
+    name = shlex.quote(filename)
     steps = []
     if "age" in chain:
-        steps.append(f"age -d -i key.txt {filename}")
+        steps.append(f"age -d -i key.txt {name}")
     reader = {"zst": "zstd -d -c", "gz": "gzip -d -c"}
     compression = next((c for c in chain if c in reader), None)
     if compression:
-        steps.append(reader[compression] + ("" if steps else f" {filename}"))
-    if not steps:
-        steps.append(f"cat {filename}")
+        steps.append(reader[compression] + ("" if steps else f" {name}"))
     if chain[0] == "pgdump":
-        steps.append(f"pg_restore --no-owner -d {database}")
-    else:
-        steps.append(f"mongorestore --archive --nsInclude='{database}.*'")
+        connection = "-h HOST -p PORT -U USER"
+        restore = f"pg_restore --no-owner {connection} -d NEW_DB" + ("" if steps else f" {name}")
+        return (f"createdb {connection} -T template0 NEW_DB && "
+                + " | ".join([*steps, restore]))
+    archive = "--archive" if steps else f"--archive={name}"
+    steps.append(f"mongorestore --uri='mongodb://USER@HOST:PORT/' {archive} "
+                 f"--nsFrom={shlex.quote(database + '.*')} --nsTo='NEW_DB.*'")
     return " | ".join(steps)
 
 
 def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
+    """The manifest of a completed backup; `database` is the database the artifact holds."""
     filename = (backup.storage_key or "").rsplit("/", 1)[-1]
     return {
         "manifestVersion": MANIFEST_VERSION,
@@ -71,6 +83,7 @@ def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
         "source": backup.source,
         "kind": backup.kind.value if backup.kind else None,
         "database": database,
+        "safetyFor": str(backup.safety_for) if backup.safety_for else None,
         "type": backup.type.value,
         "admin": str(backup.admin) if backup.admin else None,
         "createdAt": backup.created_at.isoformat(),
@@ -90,6 +103,7 @@ def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
         "options": backup.options,
         "contents": [c.model_dump(by_alias=True) for c in backup.contents],
         "restoreCommand": restore_command(backup.format_chain, filename, database),
+        "restoreNote": RESTORE_NOTE,
     }
 
 

@@ -113,10 +113,12 @@ async def test_wrong_identity_is_a_clear_error(settings: Settings, admin: Accoun
     other_key = WORK / "other-key.txt"
     other_key.write_text(f"{pyrage.x25519.Identity.generate()}\n")
     wrong = with_changes(settings, encryption={"identity_file": other_key})
-    result = await verify(wrong, store(wrong), backup.id, Progress())  # type: ignore[arg-type]
-    assert result.state is VerificationState.failed
-    assert result.sha256_ok is True
-    assert "identity does not match a recipient" in str(result.error)
+    # A key that does not fit is a configuration error, never a verdict on the backup.
+    with pytest.raises(AppError, match="identity does not match a recipient"):
+        await verify(wrong, store(wrong), backup.id, Progress())  # type: ignore[arg-type]
+    stored = await Backup.get(backup.id)
+    assert stored is not None
+    assert stored.verification.state is not VerificationState.failed
     with pytest.raises(AppError, match="identity does not match a recipient"):
         await restore(wrong, store(wrong), backup.id,  # type: ignore[arg-type]
                       RestoreRequest(target_database=f"bv_never_{RUN}"), Progress(), None)

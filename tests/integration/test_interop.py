@@ -1,10 +1,11 @@
 """Artifacts open with stock tools, and stock mongodump archives open with our reader."""
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 
@@ -39,8 +40,9 @@ async def completed_backup(client: httpx.AsyncClient, admin: Account,
     return backup
 
 
-def shell(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+def shell(command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
 
 
 async def test_postgres_artifact_restores_with_age_zstd_pg_restore(
@@ -48,16 +50,17 @@ async def test_postgres_artifact_restores_with_age_zstd_pg_restore(
     backup = await completed_backup(client, admin, "pg")
     artifact = WORK / "store" / backup["storageKey"]
     target = f"bv_byhand_{RUN}"
-    conn = await asyncpg.connect(PG_URI)
-    await conn.execute(f'CREATE DATABASE "{target}"')
-    await conn.close()
-    # Exactly the manifest's command, with our key and database filled in.
+    server = urlsplit(PG_URI)
+    # Exactly the manifest's command (it creates the new database itself), with our key,
+    # server and database filled in.
     manifest_command = __import__("json").loads(
         (WORK / "store" / backup["manifestKey"]).read_text())["restoreCommand"]
+    assert f"-d {PG_DB}" not in manifest_command  # never the live database
     command = (manifest_command.replace("key.txt", str(AGE_KEY_FILE))
-               .replace(artifact.name, str(artifact))
-               .replace(f"-d {PG_DB}", f"-d {pg_uri(target)}"))
-    done = shell(command)
+               .replace(artifact.name, str(artifact)).replace("NEW_DB", target)
+               .replace("HOST", str(server.hostname)).replace("PORT", str(server.port))
+               .replace("USER", str(server.username)))
+    done = shell(command, PGPASSWORD=str(server.password))
     assert done.returncode == 0, done.stderr
     assert await pg_snapshot(pg_uri(target)) == await pg_snapshot(pg_uri(PG_DB))
 
@@ -67,9 +70,13 @@ async def test_our_mongo_archive_restores_with_mongorestore(
     backup = await completed_backup(client, admin, "mongo")
     artifact = WORK / "store" / backup["storageKey"]
     target = f"bv_mongorestore_{RUN}"
-    done = shell(f"age -d -i {AGE_KEY_FILE} {artifact} | zstd -d -c | "
-                 f"{TOOLS_BIN}/mongorestore --uri={MONGO_URI} --archive "
-                 f"--nsFrom='{MONGO_DB}.*' --nsTo='{target}.*' -v")
+    manifest_command = __import__("json").loads(
+        (WORK / "store" / backup["manifestKey"]).read_text())["restoreCommand"]
+    assert f"--nsFrom='{MONGO_DB}.*' --nsTo='NEW_DB.*'" in manifest_command
+    done = shell(manifest_command.replace("| mongorestore ", f"| {TOOLS_BIN}/mongorestore ")
+                 .replace("key.txt", str(AGE_KEY_FILE))
+                 .replace(artifact.name, str(artifact)).replace("NEW_DB", target)
+                 .replace("mongodb://USER@HOST:PORT/", MONGO_URI) + " -v")
     # FerretDB v1 rejects the "ns" option mongorestore adds to every index (it ignores
     # ignoreUnknownIndexOptions), the same for an archive from the real mongodump; so the
     # index step fails after the data is in. Everything before it must have worked.
