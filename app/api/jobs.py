@@ -5,12 +5,14 @@ from typing import Annotated
 from beanie import PydanticObjectId
 from fastapi import APIRouter, Query
 
-from app.api.deps import CurrentUser
+from app.api.deps import AdminUser, CurrentUser, RunnerDep
 from app.models.common import Page
 from app.models.job import JobFilter, JobOut
-from app.services import catalog
+from app.services import catalog, job_cancel
 
 router = APIRouter(prefix="/api/backups/jobs", tags=["jobs"])
+# A cancelled job ends within a heartbeat or two, plus the handler's cleanup.
+CANCEL_WAIT_SECONDS = 30.0
 
 
 @router.get("", response_model=Page[JobOut])
@@ -23,3 +25,15 @@ async def list_jobs(filters: Annotated[JobFilter, Query()], _: CurrentUser) -> P
 async def get_job(job_id: PydanticObjectId, _: CurrentUser) -> JobOut:
     """One job with its progress."""
     return catalog.job_out(await catalog.get_job(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: PydanticObjectId, user: AdminUser, runner: RunnerDep,
+                     wait: Annotated[bool, Query(description="answer when it has ended")] = False
+                     ) -> JobOut:
+    """Cancel a queued or running job (admin); it ends failed, "cancelled by <user>"."""
+    job = await job_cancel.cancel_job(runner, job_id, user.username)
+    if wait:
+        assert job.id is not None
+        job = await runner.wait(job.id, CANCEL_WAIT_SECONDS)
+    return catalog.job_out(job)

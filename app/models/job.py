@@ -46,6 +46,8 @@ class JobStatus(StrEnum):
 
 
 FINISHED_JOB_STATUSES = (JobStatus.completed, JobStatus.failed, JobStatus.interrupted)
+# A cancelled job ends failed with this error, followed by the username.
+CANCELLED_BY = "cancelled by "
 
 
 class JobProgress(BaseModel):
@@ -86,13 +88,20 @@ class BackupJob(Document):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     heartbeat_at: datetime | None = None
+    # Set by a cancel request; the replica running the job notices it at its next heartbeat.
+    cancel_requested_at: datetime | None = None
+    cancel_requested_by: str | None = None
 
     class Settings:
         name = "backup_jobs"
+        # Oldest queued first for the runner; (createdAt, _id) descending for the list,
+        # led by each filter it offers; finishedAt for pruning.
         indexes = [
-            IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)]),
-            IndexModel([("createdAt", DESCENDING)]),
-            IndexModel([("kind", ASCENDING)]),
+            IndexModel([("status", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)]),
+            IndexModel([("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("kind", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("source", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("status", ASCENDING), ("finishedAt", ASCENDING)]),
             IndexModel([("backupId", ASCENDING)]),
             IndexModel([("fireId", ASCENDING)]),
             IndexModel([("scheduleId", ASCENDING), ("createdAt", DESCENDING)]),
@@ -123,6 +132,8 @@ class JobOut(ApiSchema):
     finished_at: datetime | None
     lease_owner: str | None
     heartbeat_at: datetime | None
+    cancel_requested_at: datetime | None = None
+    cancel_requested_by: str | None = None
     duration_ms: int | None = None
 
 

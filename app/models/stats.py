@@ -78,12 +78,28 @@ class HealthStatus(StrEnum):
     critical = "critical"
 
 
-class HealthReport(ApiSchema):
+class SourceHealth(ApiSchema):
+    """The health rules applied to the backups of one configured source."""
+
+    source: str
+    kind: str = Field(description="database or content")
     status: HealthStatus
     issues: list[str]
     has_recent_backup: bool
     last_successful_backup: datetime | None
     recent_failures: int
-    total_backups: int
+    good_backups: int = Field(description="good backups that count toward the retention "
+                                          "minimum (no safety copies, none in the trash)")
+
+
+class HealthReport(ApiSchema):
+    status: HealthStatus = Field(description="the worst of the sources' statuses")
+    issues: list[str]
+    has_recent_backup: bool = Field(description="every source has a good backup in 24 h")
+    last_successful_backup: datetime | None = Field(
+        description="the newest good backup of any source")
+    recent_failures: int
+    total_backups: int = Field(description="backups in the catalog, the trash not included")
     total_storage_used_mb: float = Field(alias="totalStorageUsedMB")
     timestamp: datetime
+    sources: list[SourceHealth] = []

@@ -12,7 +12,7 @@ from beanie import PydanticObjectId
 
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
-from app.models.job import RETRYABLE_KINDS, BackupJob, JobKind, JobStatus
+from app.models.job import CANCELLED_BY, RETRYABLE_KINDS, BackupJob, JobKind, JobStatus
 from app.services.backups import discard_backup
 from app.services.jobs import JobRunner
 
@@ -30,21 +30,29 @@ class SweepReport:
     partials_removed: int = 0
 
 
+def _lapsed_outcome(job: BackupJob) -> tuple[JobStatus, str]:
+    # A job someone cancelled ends as cancelled (failed), never to be retried.
+    if job.cancel_requested_by is not None:
+        return JobStatus.failed, CANCELLED_BY + job.cancel_requested_by
+    return JobStatus.interrupted, (
+        f"Interrupted: replica {job.lease_owner} stopped renewing its lease "
+        f"(last heartbeat {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+        if job.heartbeat_at else "Interrupted: its replica stopped")
+
+
 async def interrupt_lapsed(runner: JobRunner, now: datetime) -> list[BackupJob]:
     """Mark running jobs whose lease ran out as interrupted, and announce them."""
     found: list[BackupJob] = []
     async for job in BackupJob.find({"status": JobStatus.running.value,
                                      "leaseExpiresAt": {"$lt": now}}):
-        error = (f"Interrupted: replica {job.lease_owner} stopped renewing its lease "
-                 f"(last heartbeat {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
-                 if job.heartbeat_at else "Interrupted: its replica stopped")
+        status, error = _lapsed_outcome(job)
         taken = await BackupJob.get_pymongo_collection().update_one(
             {"_id": job.id, "status": JobStatus.running.value,
              "leaseExpiresAt": job.lease_expires_at},
-            {"$set": {"status": JobStatus.interrupted.value, "error": error,
+            {"$set": {"status": status.value, "error": error,
                       "finishedAt": now, "updatedAt": now, "leaseExpiresAt": None}})
         if taken.modified_count:
-            job.status, job.error, job.finished_at = JobStatus.interrupted, error, now
+            job.status, job.error, job.finished_at = status, error, now
             log.warning("job interrupted", job_id=str(job.id), kind=job.kind.value,
                         replica=job.lease_owner)
             await runner.announce(job)
@@ -56,7 +64,7 @@ async def retry_interrupted(runner: JobRunner, now: datetime) -> list[PydanticOb
     """Queue one more run of each recently interrupted job that has attempts left."""
     queued: list[PydanticObjectId] = []
     async for job in BackupJob.find({"status": JobStatus.interrupted.value,
-                                     "retryJobId": None,
+                                     "retryJobId": None, "cancelRequestedAt": None,
                                      "finishedAt": {"$gte": now - RETRY_WINDOW},
                                      "kind": {"$in": [k.value for k in RETRYABLE_KINDS]}}):
         if job.attempts >= job.max_attempts:

@@ -9,7 +9,7 @@ from app.services.stats import backup_health, backup_stats
 async def run_stats_report(ctx: JobContext) -> dict[str, Any]:
     """The `stats_report` job handler: a plain-text summary for people."""
     stats = await backup_stats()
-    health = await backup_health()
+    health = await backup_health(ctx.settings)
     rate = stats.success_rate.success_rate
     lines = [
         f"Backups in the last 7 days: {stats.backups_last_7_days} "
@@ -28,5 +28,5 @@ async def run_stats_report(ctx: JobContext) -> dict[str, Any]:
 
 async def run_health_check(ctx: JobContext) -> dict[str, Any]:
     """The `health_check` job handler."""
-    report = await backup_health()
+    report = await backup_health(ctx.settings)
     return report.model_dump(mode="json", by_alias=True)

@@ -3,7 +3,9 @@
 A good backup is completed or restored and has not failed verification. Per
 source, the newest `min_count` good backups and those a GFS rule selects are
 always kept; any other backup goes when it is past its own retentionDays or,
-for good ones, beyond the newest `max_count`.
+for good ones, beyond the newest `max_count`. A pre-restore safety backup never
+counts toward its source's minimum, GFS or maximum: it goes by its own
+retentionDays only. A backup in the trash goes once it has been there `trash_days`.
 """
 
 import zoneinfo
@@ -72,6 +74,31 @@ def is_good(backup: Backup) -> bool:
             and backup.verification.state is not VerificationState.failed)
 
 
+def counts_for_source(backup: Backup) -> bool:
+    """A good backup that is one of its source's own (not a pre-restore safety copy)."""
+    return is_good(backup) and backup.safety_for is None
+
+
+# `counts_for_source` as a catalog query.
+GOOD_FILTER: dict[str, Any] = {
+    "status": {"$in": [s.value for s in GOOD_STATUSES]}, "deletingSince": None,
+    "verification.state": {"$ne": VerificationState.failed.value}, "safetyFor": None}
+
+
+def good_query(source: str | None) -> dict[str, Any]:
+    """The good backups of one source that count toward its minimum."""
+    return {"source": source, **GOOD_FILTER}
+
+
+def trash_reason(backup: Backup, policy: RetentionSettings, now: datetime) -> str | None:
+    """Why a backup in the trash goes now, or None while it stays undeletable."""
+    since = backup.deleted_at or backup.updated_at
+    if since + timedelta(days=policy.trash_days) > now:
+        return None
+    return (f"in the trash since {since:%Y-%m-%d %H:%M} UTC ({backup.deletion_reason}), "
+            f"longer than retention.trash_days = {policy.trash_days}")
+
+
 @dataclass
 class Decision:
     delete: dict[PydanticObjectId, list[str]] = field(default_factory=dict)
@@ -92,7 +119,7 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
     zone = zoneinfo.ZoneInfo(timezone)
     decision = Decision()
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
-    good = [b for b in newest_first if is_good(b)]
+    good = [b for b in newest_first if counts_for_source(b)]
     protect: dict[PydanticObjectId, list[str]] = {}
 
     def keep(backup: Backup, reason: str) -> None:
@@ -116,11 +143,16 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
         reasons = []
         if backup.deleting_since is not None:
             reasons.append(f"finishing an interrupted deletion ({backup.deletion_reason})")
+        elif backup.status is BackupStatus.deleted:
+            # Undeletable for the whole grace period, whatever its own age.
+            if (why := trash_reason(backup, policy, now)) is not None:
+                decision.delete[backup.id] = [why]
+            continue
         age_limit = backup.created_at + timedelta(days=backup.retention_days)
         if age_limit <= now:
             what = "good backup" if is_good(backup) else f"{backup.status.value} backup"
             reasons.append(f"{what} past its retention of {backup.retention_days} days")
-        if is_good(backup) and good.index(backup) >= policy.max_count:
+        if counts_for_source(backup) and good.index(backup) >= policy.max_count:
             reasons.append(f"beyond the newest {policy.max_count} good backups of its source")
         if not reasons:
             continue
@@ -188,9 +220,9 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
                     continue
             deleted.append(_item(backup, reasons))
             removed += 1
-            gone += is_good(backup)
+            gone += counts_for_source(backup)
         protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
-        good = sum(map(is_good, backups))
+        good = sum(map(counts_for_source, backups))
         sources.append(SourceRetention(source=source, good=good, deleted=removed,
                                        good_left=good - gone))
     garbage = await unreferenced_content({i.id for i in deleted}, now,
@@ -217,9 +249,14 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
     return result
 
 
+def cleanup_request(params: dict[str, Any]) -> CleanupRequest:
+    """A cleanup job's request; a scheduled one's params also carry its fire time."""
+    return CleanupRequest.model_validate({k: v for k, v in params.items() if k != "fireTime"})
+
+
 async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
     """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
-    request = CleanupRequest.model_validate(ctx.job.params)
+    request = cleanup_request(ctx.job.params)
     ctx.progress.set_phase("cleanup")
     result = await apply_retention(ctx.settings, ctx.storage, request)
     if result.errors:

@@ -12,6 +12,7 @@ from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
 
+from app.config import Settings
 from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, BackupType
 from app.models.common import utcnow
 from app.models.stats import (
@@ -23,9 +24,11 @@ from app.models.stats import (
     MonthlyStatus,
     RecentActivity,
     SizeStats,
+    SourceHealth,
     SuccessRate,
 )
 from app.models.user import User
+from app.services.retention import GOOD_FILTER
 
 PROJECTION = {"status": 1, "type": 1, "sizeMB": 1, "createdAt": 1, "admin": 1, "durationMs": 1}
 RECENT_ACTIVITY = 10
@@ -72,6 +75,8 @@ class StatsAccumulator:
         created = _aware(doc["createdAt"]) if doc.get("createdAt") else None
         size = doc.get("sizeMB")
         self.by_status[str(status)] += 1
+        if status == BackupStatus.deleted:
+            return  # the trash shows in byStatus only
         self.by_type[str(kind)] += 1
         good = status in GOOD_STATUSES
         if good and isinstance(size, int | float):
@@ -107,7 +112,7 @@ class StatsAccumulator:
         del self.recent[RECENT_ACTIVITY:]
 
     def result(self, users: dict[PydanticObjectId, User]) -> BackupStats:
-        total = sum(self.by_status.values())
+        total = sum(self.by_status.values()) - self.by_status[BackupStatus.deleted]
         successful = sum(self.by_status[s] for s in GOOD_STATUSES)
         failed = self.by_status[BackupStatus.failed]
 
@@ -172,31 +177,63 @@ async def backup_stats(now: datetime | None = None) -> BackupStats:
     return acc.result(users)
 
 
-async def backup_health(now: datetime | None = None) -> HealthReport:
-    """Critical without a good backup in 24 h; warning on more than 3 failures in 7 days."""
-    now = now or utcnow()
-    good = {"status": {"$in": [s.value for s in GOOD_STATUSES]}}
+HEALTH_ORDER = [HealthStatus.healthy, HealthStatus.warning, HealthStatus.critical]
+
+
+async def _source_health(name: str | None, kind: str, now: datetime) -> SourceHealth:
+    """The health rules over one source's backups (all backups when `name` is None)."""
+    scope: dict[str, Any] = {} if name is None else {"source": name}
+    good = {**scope, **GOOD_FILTER}
     latest = await (Backup.find(good).sort([("createdAt", SortDirection.DESCENDING)])
                     .limit(1).to_list())
     last_good = _aware(latest[0].created_at) if latest else None
     has_recent = last_good is not None and last_good >= now - timedelta(hours=24)
-    failures = await Backup.find({"status": BackupStatus.failed.value,
+    failures = await Backup.find({**scope, "status": BackupStatus.failed.value,
                                   "createdAt": {"$gte": now - timedelta(days=7)}}).count()
-    used = 0.0
-    async for doc in Backup.get_pymongo_collection().find(good, {"sizeMB": 1}):
-        used += doc.get("sizeMB") or 0.0
-    issues = []
-    status = HealthStatus.healthy
+    issues, status = [], HealthStatus.healthy
     if not has_recent:
         status = HealthStatus.critical
         issues.append("No successful backup in last 24 hours")
     if failures > FAILURE_WARNING_THRESHOLD:
         status = HealthStatus.critical if status is HealthStatus.critical else HealthStatus.warning
         issues.append(f"Multiple backup failures in last week ({failures})")
+    return SourceHealth(source=name or "", kind=kind, status=status, issues=issues,
+                        has_recent_backup=has_recent, last_successful_backup=last_good,
+                        recent_failures=failures, good_backups=await Backup.find(good).count())
+
+
+def configured_sources(settings: Settings) -> list[tuple[str, str]]:
+    """The enabled database and content sources, with their kind."""
+    found = [(s.name, "database") for s in settings.all_sources() if s.enabled]
+    if settings.content.enabled:
+        found += [(s.name, "content") for s in settings.content.sources]
+    return found
+
+
+async def backup_health(settings: Settings | None = None,
+                        now: datetime | None = None) -> HealthReport:
+    """Each configured source: critical without a good backup in 24 h, warning on more than
+    3 failures in 7 days; overall, the worst of them. Without settings (or sources), the
+    catalog is judged as one."""
+    now = now or utcnow()
+    overall = await _source_health(None, "all", now)
+    sources = [await _source_health(name, kind, now)
+               for name, kind in (configured_sources(settings) if settings else [])]
+    if sources:
+        status = max((s.status for s in sources), key=HEALTH_ORDER.index)
+        issues = [f"{s.source}: {issue}" for s in sources for issue in s.issues]
+        has_recent = all(s.has_recent_backup for s in sources)
+    else:
+        status, issues, has_recent = overall.status, overall.issues, overall.has_recent_backup
+    used = 0.0
+    async for doc in Backup.get_pymongo_collection().find(
+            {"status": {"$in": [s.value for s in GOOD_STATUSES]}}, {"sizeMB": 1}):
+        used += doc.get("sizeMB") or 0.0
     return HealthReport(
         status=status, issues=issues, has_recent_backup=has_recent,
-        last_successful_backup=last_good, recent_failures=failures,
-        total_backups=await Backup.find({}).count(),
-        total_storage_used_mb=round(used, 3), timestamp=now,
+        last_successful_backup=overall.last_successful_backup,
+        recent_failures=overall.recent_failures,
+        total_backups=await Backup.find(
+            {"status": {"$ne": BackupStatus.deleted.value}}).count(),
+        total_storage_used_mb=round(used, 3), timestamp=now, sources=sources,
     )
-

@@ -59,8 +59,11 @@ async def test_postgres_round_trip(client: httpx.AsyncClient, admin: Account,
     store = LocalStorage(settings.storage.local_dir)
     manifest = json.loads((store.root / backup["manifestKey"]).read_text())
     assert manifest["sha256"] == backup["sha256"]
-    assert manifest["restoreCommand"].startswith("age -d -i key.txt ")
-    assert "| zstd -d -c | pg_restore --no-owner -d " in manifest["restoreCommand"]
+    assert manifest["restoreCommand"].startswith("createdb -h HOST -p PORT -U USER -T template0 "
+                                                 "NEW_DB && age -d -i key.txt ")
+    assert manifest["restoreCommand"].endswith(
+        "| zstd -d -c | pg_restore --no-owner -h HOST -p PORT -U USER -d NEW_DB")
+    assert manifest["database"] == PG_DB
     assert manifest["contents"] == backup["contents"]
 
     verified = await client.post(f"/api/backups/{backup['id']}/verify?wait=true",
@@ -102,7 +105,8 @@ async def test_postgres_round_trip(client: httpx.AsyncClient, admin: Account,
     # ...and with it, a safety backup of the target is taken first.
     replaced = await client.post(f"/api/backups/{backup['id']}/restore?wait=true",
                                  headers=superadmin.headers,
-                                 json={"targetDatabase": target, "dropExisting": True})
+                                 json={"targetDatabase": target, "dropExisting": True,
+                                       "confirm": target})
     result = replaced.json()
     assert result["status"] == "completed", result
     safety = (await client.get(f"/api/backups/{result['result']['safetyBackupId']}",
@@ -185,8 +189,17 @@ async def test_files_listing_and_delete(client: httpx.AsyncClient, admin: Accoun
                               headers=admin.headers)).json()
     keys = {f["key"] for f in files}
     assert {backup["storageKey"], backup["manifestKey"]} <= keys
-    deleted = await client.delete(f"/api/backups/{backup['id']}", headers=superadmin.headers)
-    assert deleted.status_code == 200
+    # Below the retention minimum a delete needs force and a reason; it goes to the trash
+    # first (files kept), and a forced delete of a trashed backup removes it for good.
+    forced = {"force": "true", "reason": "test clean-up"}
+    trashed = await client.delete(f"/api/backups/{backup['id']}", params=forced,
+                                  headers=superadmin.headers)
+    assert trashed.status_code == 200, trashed.text
+    assert trashed.json()["status"] == "deleted"
+    assert (WORK / "store" / backup["storageKey"]).exists()
+    gone = await client.delete(f"/api/backups/{backup['id']}", params=forced,
+                               headers=superadmin.headers)
+    assert gone.status_code == 200, gone.text
     assert (await client.get(f"/api/backups/{backup['id']}",
                              headers=admin.headers)).status_code == 404
     assert not (WORK / "store" / backup["storageKey"]).exists()

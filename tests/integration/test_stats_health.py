@@ -7,6 +7,7 @@ import httpx
 import pytest
 from beanie import PydanticObjectId
 
+from app.config import Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.stats import HealthStatus
@@ -38,7 +39,8 @@ async def test_statistics(viewer: Account, admin: Account) -> None:
 
     s = await backup_stats(now=NOW)
     assert s.total_backups == 6
-    assert s.by_status == {"pending": 1, "completed": 3, "failed": 1, "restored": 1}
+    assert s.by_status == {"pending": 1, "completed": 3, "failed": 1, "restored": 1,
+                           "deleted": 0}
     assert s.by_type == {"manual": 4, "automatic": 2}
     assert (s.size.count, s.size.total_size_mb, s.size.avg_size_mb) == (4, 200, 50)
     assert (s.size.max_size_mb, s.size.min_size_mb) == (100, 20)
@@ -164,11 +166,24 @@ async def test_storage_used_counts_good_backups_only() -> None:
     assert h.total_backups == 3
 
 
-async def test_health_endpoint(client: httpx.AsyncClient, viewer: Account) -> None:
+async def test_health_endpoint(client: httpx.AsyncClient, viewer: Account,
+                               settings: Settings) -> None:
     critical = (await client.get("/api/backups/health", headers=viewer.headers)).json()
     assert critical["status"] == "critical"
-    await add(viewer.user.id, utcnow() - timedelta(minutes=5), "completed", size=3)
+    # Health is judged per configured source: each needs its own recent good backup.
+    names = [s.name for s in settings.all_sources()] + [s.name for s in settings.content.sources]
+    for name in names[:-1]:
+        backup = await add(viewer.user.id, utcnow() - timedelta(minutes=5), "completed", size=3)
+        await Backup.get_pymongo_collection().update_one({"_id": backup.id},
+                                                         {"$set": {"source": name}})
+    partly = (await client.get("/api/backups/health", headers=viewer.headers)).json()
+    assert partly["status"] == "critical"
+    assert partly["issues"] == [f"{names[-1]}: No successful backup in last 24 hours"]
+    last = await add(viewer.user.id, utcnow() - timedelta(minutes=5), "completed", size=3)
+    await Backup.get_pymongo_collection().update_one({"_id": last.id},
+                                                     {"$set": {"source": names[-1]}})
     healthy = (await client.get("/api/backups/health", headers=viewer.headers)).json()
     assert healthy["status"] == "healthy"
     assert healthy["hasRecentBackup"] is True
-    assert healthy["totalStorageUsedMB"] == 3
+    assert healthy["totalStorageUsedMB"] == 3 * len(names)
+    assert [s["source"] for s in healthy["sources"]] == names
