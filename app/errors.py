@@ -51,6 +51,29 @@ class InvalidInputError(AppError):
     code = "validation_error"
 
 
+class BadRequestError(AppError):
+    status_code = 400
+    code = "bad_request"
+
+
+class RequestTimeoutError(AppError):
+    status_code = 408
+    code = "request_timeout"
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequestsError(AppError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int, details: Any = None):
+        super().__init__(message, details, headers={"Retry-After": str(retry_after)})
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -92,7 +115,33 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
                             status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(RecursionError)
+    async def _recursion(request: Request, exc: RecursionError) -> JSONResponse:
+        if _raised_in_json(exc):
+            return JSONResponse(error_body("bad_request", "Request body is nested too deeply"),
+                                status_code=400)
+        return _internal_error(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
-        return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
+        return _internal_error(request, exc)
+
+
+def _raised_in_json(exc: BaseException) -> bool:
+    """Whether the traceback passes through the json module (a too deeply nested body)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if "/json/" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    # The body names nothing of the failure; the details go to the log only.
+    try:
+        log.error("unhandled error", path=request.url.path, error_type=type(exc).__name__,
+                  exc_info=None if isinstance(exc, RecursionError) else exc)
+    except Exception:  # the answer must not depend on logging working
+        pass
+    return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)

@@ -24,11 +24,14 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def current_user(settings: SettingsDep,
+async def current_user(request: Request, settings: SettingsDep,
                        token: Annotated[str | None, Depends(bearer)]) -> User:
     if not token:
         raise AuthenticationError("Not authenticated")
-    return await user_for_claims(decode_token(token, settings))
+    user = await user_for_claims(decode_token(token, settings))
+    # The audit trail reads who made the request from here.
+    request.state.user = user
+    return user
 
 
 def require_role(needed: Role) -> Callable[[User], Awaitable[User]]:

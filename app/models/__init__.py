@@ -6,7 +6,8 @@ from app.models.backup import Backup
 from app.models.content import ContentItem, ContentObject, GaiaUrlState
 from app.models.job import BackupJob
 from app.models.schedule import Schedule, ScheduleFire
-from app.models.user import User
+from app.models.user import LoginFailures, User
 
 DOCUMENT_MODELS: list[type[Document]] = [Backup, BackupJob, User, Schedule, ScheduleFire,
-                                          ContentObject, ContentItem, GaiaUrlState]
+                                          ContentObject, ContentItem, GaiaUrlState,
+                                          LoginFailures]

@@ -8,8 +8,10 @@ from functools import lru_cache
 import jwt
 import structlog
 from beanie import PydanticObjectId
+from bson.errors import InvalidId
 from pwdlib import PasswordHash
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app.config import Settings
 from app.errors import AuthenticationError, ConflictError
@@ -18,6 +20,8 @@ from app.models.user import Role, User, UserCreate
 
 log = structlog.get_logger(__name__)
 ALGORITHM = "HS256"
+# The account automatic work is recorded under; nobody logs into it or edits it.
+SYSTEM_USERNAME = "system"
 
 
 @lru_cache
@@ -42,6 +46,7 @@ def verify_password(password: str, password_hash: str) -> bool:
 class TokenClaims:
     user_id: PydanticObjectId
     role: Role
+    issued_at: float
 
 
 def issue_token(user: User, settings: Settings) -> tuple[str, int]:
@@ -53,7 +58,8 @@ def issue_token(user: User, settings: Settings) -> tuple[str, int]:
         "role": user.role.value,
         "iss": settings.auth.jwt_issuer,
         "aud": settings.auth.jwt_audience,
-        "iat": now,
+        # Fractional seconds: a token issued just after a revocation stays valid.
+        "iat": now.timestamp(),
         "nbf": now,
         "exp": now + timedelta(seconds=lifetime),
         "jti": uuid.uuid4().hex,
@@ -78,15 +84,26 @@ def decode_token(token: str, settings: Settings) -> TokenClaims:
     except jwt.InvalidTokenError as exc:
         raise AuthenticationError("Invalid token") from exc
     try:
-        return TokenClaims(user_id=PydanticObjectId(claims["sub"]), role=Role(claims["role"]))
-    except (KeyError, ValueError, TypeError) as exc:
+        # A sub that is no ObjectId raises bson's InvalidId, which is no ValueError.
+        return TokenClaims(user_id=PydanticObjectId(claims["sub"]), role=Role(claims["role"]),
+                           issued_at=float(claims["iat"]))
+    except (KeyError, ValueError, TypeError, InvalidId) as exc:
         raise AuthenticationError("Invalid token") from exc
+
+
+async def find_by_username(username: str) -> User | None:
+    """The user with this name, compared without regard to case."""
+    user = await User.find_one({"usernameLower": username.lower()})
+    if user is None:
+        # A user stored by an older version and not yet migrated.
+        user = await User.find_one({"username": username})
+    return user
 
 
 async def authenticate(username: str, password: str) -> User | None:
     """The active user with these credentials, or None; as slow for unknown users."""
-    user = await User.find_one({"username": username})
-    if user is None:
+    user = await find_by_username(username)
+    if user is None or user.username_lower == SYSTEM_USERNAME:
         verify_password(password, _dummy_hash())
         return None
     if not verify_password(password, user.password_hash) or not user.active:
@@ -99,11 +116,17 @@ async def user_for_claims(claims: TokenClaims) -> User:
     user = await User.get(claims.user_id)
     if user is None or not user.active:
         raise AuthenticationError("User no longer exists or is disabled")
+    valid_after = user.tokens_valid_after
+    if valid_after is not None and claims.issued_at < valid_after.timestamp():
+        raise AuthenticationError("Token has been revoked")
     return user
 
 
 async def create_user(data: UserCreate) -> User:
-    user = User(username=data.username, email=data.email, name=data.name, role=data.role,
+    if await find_by_username(data.username) is not None:
+        raise ConflictError(f"User {data.username!r} already exists")
+    user = User(username=data.username, username_lower=data.username.lower(), email=data.email,
+                name=data.name, role=data.role,
                 password_hash=hash_password(data.password.get_secret_value()))
     try:
         await user.insert()
@@ -117,15 +140,37 @@ async def list_users() -> list[User]:
     return await User.find_all().sort("username").to_list()
 
 
+USERNAME_LOWER_INDEX = IndexModel([("usernameLower", ASCENDING)], unique=True,
+                                  name="usernameLower_unique")
+
+
+async def ensure_username_index() -> None:
+    """Give users of older versions their lower-case name, then make it unique."""
+    collection = User.get_pymongo_collection()
+    async for doc in collection.find({"usernameLower": {"$exists": False}},
+                                     {"username": 1}):
+        await collection.update_one({"_id": doc["_id"]},
+                                    {"$set": {"usernameLower": str(doc["username"]).lower()}})
+    if USERNAME_LOWER_INDEX.document["name"] in await collection.index_information():
+        return
+    try:
+        await collection.create_indexes([USERNAME_LOWER_INDEX])
+    except PyMongoError as exc:
+        # Names that differ only in case from an older version, or another replica racing:
+        # log and go on; creating users still checks for the name first.
+        log.warning("username index not created", error=str(exc))
+
+
 async def bootstrap_superadmin(settings: Settings) -> User | None:
-    """Create the configured superadmin once, when no superadmin exists yet."""
+    """Migrate user names, then create the configured superadmin once, when none exists."""
+    await ensure_username_index()
     username = settings.auth.bootstrap_username
     password = settings.auth.bootstrap_password
     if not username or password is None:
         return None
     if await User.find_one({"role": Role.superadmin.value}) is not None:
         return None
-    if await User.find_one({"username": username}) is not None:
+    if await find_by_username(username) is not None:
         return None
     try:
         return await create_user(UserCreate(username=username, password=password,
@@ -136,15 +181,14 @@ async def bootstrap_superadmin(settings: Settings) -> User | None:
         return None
 
 
-SYSTEM_USERNAME = "system"
-
 
 async def system_user_id() -> PydanticObjectId:
     """The account automatic and command-line work is recorded under; it cannot log in."""
     user = await User.find_one({"username": SYSTEM_USERNAME})
     if user is None:
         try:
-            user = User(username=SYSTEM_USERNAME, name="Backvault (scheduled and CLI work)",
+            user = User(username=SYSTEM_USERNAME, username_lower=SYSTEM_USERNAME,
+                        name="Backvault (scheduled and CLI work)",
                         role=Role.admin, active=False,
                         password_hash=hash_password(uuid.uuid4().hex + uuid.uuid4().hex))
             await user.insert()

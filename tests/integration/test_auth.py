@@ -1,23 +1,31 @@
 """Tokens and roles: every /api route rejects bad tokens and roles that are too low."""
 
+import asyncio
 import base64
 import json
+import random
 import re
+import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import structlog
 from beanie import PydanticObjectId
 from fastapi import FastAPI
 from pydantic import SecretStr
+from pymongo.errors import DuplicateKeyError
 
-from app.config import Settings
+from app.config import LoginSettings, Settings
 from app.models.common import utcnow
-from app.models.user import Role, User, UserCreate
+from app.models.user import LoginFailures, Role, User, UserCreate
 from app.services import auth as auth_service
+from app.services import login_throttle
 from tests.conftest import TEST_PASSWORD, Account
+from tests.support.requests_login import client_from
 
 # Each /api route and the least role it needs; a new route must be added here.
 ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
@@ -25,6 +33,11 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/auth/me"): Role.viewer,
     ("GET", "/api/auth/users"): Role.superadmin,
     ("POST", "/api/auth/users"): Role.superadmin,
+    ("GET", "/api/auth/users/{user_id}"): Role.superadmin,
+    ("PATCH", "/api/auth/users/{user_id}"): Role.superadmin,
+    ("DELETE", "/api/auth/users/{user_id}"): Role.superadmin,
+    ("POST", "/api/auth/users/{user_id}/password"): Role.superadmin,
+    ("POST", "/api/auth/users/{user_id}/revoke"): Role.superadmin,
     ("GET", "/api/backups"): Role.viewer,
     ("GET", "/api/backups/stats"): Role.viewer,
     ("GET", "/api/backups/health"): Role.viewer,
@@ -51,6 +64,11 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/backups/{backup_id}/export.car"): Role.superadmin,
     ("GET", "/api/backups/{backup_id}/export.tar"): Role.superadmin,
     ("POST", "/api/backups/{backup_id}/import"): Role.superadmin,
+    ("POST", "/api/backups/{backup_id}/undelete"): Role.superadmin,
+    ("POST", "/api/backups/jobs/{job_id}/cancel"): Role.admin,
+    ("GET", "/api/audit"): Role.superadmin,
+    ("GET", "/api/audit/export"): Role.superadmin,
+    ("GET", "/api/audit/verify"): Role.superadmin,
 }
 
 
@@ -104,6 +122,8 @@ def bad_tokens(user: User, settings: Settings) -> dict[str, str]:
         "garbage": "not.a.jwt",
         "unknown-user": jwt.encode(claims_for(user, settings, sub=str(PydanticObjectId())),
                                    secret, algorithm="HS256"),
+        "sub-not-an-id": jwt.encode(claims_for(user, settings, sub="abc"), secret,
+                                    algorithm="HS256"),
     }
 
 
@@ -185,16 +205,18 @@ async def test_token_with_form_and_json(client: httpx.AsyncClient, admin: Accoun
     {"username": "nobody-here", "password": "whatever-password"},
     {"username": "WRONG", "password": TEST_PASSWORD},
 ])
-async def test_bad_credentials_are_401(client: httpx.AsyncClient,
-                                       credentials: dict[str, str]) -> None:
-    response = await client.post("/api/auth/token", json=credentials)
+async def test_bad_credentials_are_401(app: FastAPI, credentials: dict[str, str]) -> None:
+    # Failed logins each from an address of their own, so that no address gets blocked.
+    async with client_from(app, address()) as client:
+        response = await client.post("/api/auth/token", json=credentials)
     assert_error(response, 401, "unauthorized")
     assert response.json()["error"]["message"] == "Incorrect username or password"
 
 
-async def test_wrong_password_is_401(client: httpx.AsyncClient, viewer: Account) -> None:
-    response = await client.post("/api/auth/token", json={
-        "username": viewer.user.username, "password": "not-the-password"})
+async def test_wrong_password_is_401(app: FastAPI, viewer: Account) -> None:
+    async with client_from(app, address()) as client:
+        response = await client.post("/api/auth/token", json={
+            "username": viewer.user.username, "password": "not-the-password"})
     assert_error(response, 401, "unauthorized")
 
 
@@ -211,7 +233,7 @@ async def test_token_request_with_broken_json_is_422(client: httpx.AsyncClient) 
     assert_error(response, 422, "validation_error")
 
 
-async def test_disabled_user_loses_access(client: httpx.AsyncClient,
+async def test_disabled_user_loses_access(app: FastAPI, client: httpx.AsyncClient,
                                           settings: Settings) -> None:
     user = await auth_service.create_user(UserCreate(
         username="soon-disabled", password=SecretStr(TEST_PASSWORD), role=Role.admin))
@@ -220,8 +242,9 @@ async def test_disabled_user_loses_access(client: httpx.AsyncClient,
     assert (await client.get("/api/backups", headers=headers)).status_code == 200
     await User.find_one({"_id": user.id}).update({"$set": {"active": False}})
     assert_error(await client.get("/api/backups", headers=headers), 401, "unauthorized")
-    login = await client.post("/api/auth/token", json={"username": "soon-disabled",
-                                                        "password": TEST_PASSWORD})
+    async with client_from(app, address()) as elsewhere:
+        login = await elsewhere.post("/api/auth/token", json={"username": "soon-disabled",
+                                                               "password": TEST_PASSWORD})
     assert_error(login, 401, "unauthorized")
 
 
@@ -273,3 +296,161 @@ async def test_bootstrap_superadmin_exists_and_is_not_recreated(
     assert login.json()["role"] == "superadmin"
     assert await auth_service.bootstrap_superadmin(settings) is None
     assert await User.find({"username": "root"}).count() == 1
+
+
+# Finding 7: failed logins are throttled per username and per client address.
+
+@pytest.fixture
+async def login_limits(app: FastAPI, settings: Settings) -> AsyncIterator[LoginSettings]:
+    """Backoff long enough that a slow test run cannot outlive it; restored afterwards."""
+    limits = LoginSettings(free_failures=5, backoff_base_seconds=60, window_seconds=900)
+    app.state.settings = settings.model_copy(update={"login": limits})
+    yield limits
+    app.state.settings = settings
+
+
+async def new_user(role: Role = Role.viewer) -> User:
+    return await auth_service.create_user(UserCreate(
+        username=f"login-{uuid.uuid4().hex[:8]}", password=SecretStr(TEST_PASSWORD), role=role))
+
+
+def address() -> str:
+    return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post("/api/auth/token", json={"username": username,
+                                                       "password": password})
+
+
+async def test_wrong_passwords_block_the_user_with_429(app: FastAPI,
+                                                       login_limits: LoginSettings) -> None:
+    user = await new_user()
+    async with client_from(app, address()) as client:
+        for _ in range(login_limits.free_failures):
+            assert_error(await login(client, user.username, "wrong-password"), 401,
+                         "unauthorized")
+        blocked = await login(client, user.username, "wrong-password")
+        assert_error(blocked, 429, "too_many_requests")
+        assert 55 <= int(blocked.headers["retry-after"]) <= 60
+        # While blocked the password is not even checked: the right one gets 429 too.
+        right = await login(client, user.username.upper(), TEST_PASSWORD)
+        assert_error(right, 429, "too_many_requests")
+    # From another address the username is still blocked (state in the catalog).
+    async with client_from(app, address()) as other:
+        assert_error(await login(other, user.username, TEST_PASSWORD), 429, "too_many_requests")
+    stored = await LoginFailures.find_one({"key": f"user:{user.username.lower()}"})
+    assert stored is not None
+    assert stored.failures == login_limits.free_failures
+    assert stored.blocked_until is not None
+
+
+async def test_address_is_blocked_across_usernames(app: FastAPI,
+                                                   login_limits: LoginSettings) -> None:
+    user = await new_user()
+    attacker = address()
+    async with client_from(app, attacker) as client:
+        for n in range(login_limits.free_failures):
+            assert_error(await login(client, f"guess-{n}-{uuid.uuid4().hex[:4]}", "x" * 12),
+                         401, "unauthorized")
+        assert_error(await login(client, user.username, TEST_PASSWORD), 429,
+                     "too_many_requests")
+    async with client_from(app, address()) as elsewhere:
+        assert (await login(elsewhere, user.username, TEST_PASSWORD)).status_code == 200
+
+
+async def test_success_resets_the_username_counter(app: FastAPI,
+                                                   login_limits: LoginSettings) -> None:
+    user = await new_user()
+    for _ in range(2):
+        # Each attempt from its own address: only the username's counter grows.
+        for _ in range(login_limits.free_failures - 1):
+            async with client_from(app, address()) as client:
+                assert_error(await login(client, user.username, "wrong-password"), 401,
+                             "unauthorized")
+        async with client_from(app, address()) as client:
+            assert (await login(client, user.username, TEST_PASSWORD)).status_code == 200
+    assert await LoginFailures.find_one({"key": f"user:{user.username}"}) is None
+
+
+async def test_block_ends_after_the_backoff(app: FastAPI, settings: Settings) -> None:
+    app.state.settings = settings.model_copy(update={"login": LoginSettings(
+        free_failures=1, backoff_base_seconds=1, backoff_max_seconds=1)})
+    try:
+        user = await new_user()
+        async with client_from(app, address()) as client:
+            assert_error(await login(client, user.username, "wrong-password"), 401,
+                         "unauthorized")
+            assert_error(await login(client, user.username, TEST_PASSWORD), 429,
+                         "too_many_requests")
+            await asyncio.sleep(1.2)
+            assert (await login(client, user.username, TEST_PASSWORD)).status_code == 200
+    finally:
+        app.state.settings = settings
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    limits = LoginSettings(free_failures=5, backoff_base_seconds=1, backoff_max_seconds=900)
+    delays = [login_throttle.backoff_seconds(n, limits) for n in range(1, 18)]
+    assert delays[:4] == [0, 0, 0, 0]
+    assert delays[4:10] == [1, 2, 4, 8, 16, 32]
+    assert delays[-1] == 900
+    assert login_throttle.backoff_seconds(10**9, limits) == 900
+
+
+async def test_failed_login_is_logged_without_the_password(app: FastAPI,
+                                                           login_limits: LoginSettings) -> None:
+    user = await new_user()
+    where = address()
+    secret_guess = "hunter2-" + uuid.uuid4().hex
+    with structlog.testing.capture_logs() as logs:
+        async with client_from(app, where) as client:
+            assert_error(await login(client, user.username, secret_guess), 401, "unauthorized")
+    failed = [e for e in logs if e["event"] == "login failed"]
+    assert len(failed) == 1
+    assert failed[0]["log_level"] == "warning"
+    assert failed[0]["username"] == user.username
+    assert failed[0]["client"] == where
+    assert secret_guess not in repr(logs)
+
+
+# Usernames are unique without regard to case, and login ignores case.
+
+async def test_usernames_are_unique_without_regard_to_case(client: httpx.AsyncClient,
+                                                           superadmin: Account) -> None:
+    name = f"Case-{uuid.uuid4().hex[:6]}"
+    created = await client.post("/api/auth/users", headers=superadmin.headers, json={
+        "username": name, "password": TEST_PASSWORD})
+    assert created.status_code == 201, created.text
+    for clash in (name.lower(), name.upper()):
+        again = await client.post("/api/auth/users", headers=superadmin.headers, json={
+            "username": clash, "password": TEST_PASSWORD})
+        assert_error(again, 409, "conflict")
+    # The unique index holds even when the check before the insert is skipped.
+    with pytest.raises(DuplicateKeyError):
+        await User(username=name.swapcase(), username_lower=name.lower(),
+                   password_hash="x").insert()
+    answer = await client.post("/api/auth/token", json={"username": name.lower(),
+                                                         "password": TEST_PASSWORD})
+    assert answer.status_code == 200, answer.text
+
+
+async def test_users_of_older_versions_still_log_in(client: httpx.AsyncClient) -> None:
+    name = f"Old-{uuid.uuid4().hex[:6]}"
+    # As an older version stored it: no usernameLower.
+    await User.get_pymongo_collection().insert_one({
+        "username": name, "role": "viewer", "active": True, "createdAt": utcnow(),
+        "passwordHash": auth_service.hash_password(TEST_PASSWORD)})
+    assert (await login(client, name, TEST_PASSWORD)).status_code == 200
+    await auth_service.ensure_username_index()
+    stored = await User.get_pymongo_collection().find_one({"username": name})
+    assert stored is not None
+    assert stored["usernameLower"] == name.lower()
+    assert (await login(client, name.upper(), TEST_PASSWORD)).status_code == 200
+
+
+async def test_system_account_cannot_log_in(app: FastAPI) -> None:
+    await auth_service.system_user_id()
+    for name in ("system", "SYSTEM"):
+        async with client_from(app, address()) as client:
+            assert_error(await login(client, name, "anything-at-all"), 401, "unauthorized")
