@@ -7,7 +7,7 @@ SERVICES := scripts/services
 # Connection settings of the local services, exported for the step that needs them.
 WITH_SERVICES = set -a && eval "$$($(SERVICES) env)" && set +a &&
 
-.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench bench-content
+.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench bench-content bench-list
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
@@ -54,6 +54,11 @@ bench: venv services
 # IPFS content: verified items/s (1,000 x 4 KiB) and MB/s (one 200 MB file).
 bench-content: venv services
 	$(WITH_SERVICES) $(BIN)/python -m bench.content
+
+# Catalog lists under load: 200 concurrent pages on 10,000 backups and 100,000 jobs,
+# /healthz polled alongside; results land in bench/results/list_load.*.
+bench-list: venv services
+	$(WITH_SERVICES) $(BIN)/python -m bench.list_load
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

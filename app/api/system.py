@@ -1,22 +1,50 @@
-"""Open endpoints: liveness and Prometheus metrics."""
+"""Open endpoints: liveness, readiness and Prometheus metrics."""
 
-from typing import Any
+import time
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.services.catalog_db import ping_catalog
+from app.api.openapi import ErrorBody
+from app.models.common import ApiSchema
+from app.services.readiness import NotReadyError, readiness
 
 router = APIRouter(tags=["system"])
 
+STARTED = time.monotonic()
 
-@router.get("/healthz")
-async def healthz(request: Request) -> Any:
-    """Liveness and catalog reachability; 503 when the catalog does not answer."""
-    ok = await ping_catalog(request.app.state.mongo)
-    body = {"status": "ok" if ok else "degraded", "catalog": "up" if ok else "down"}
-    return JSONResponse(body, status_code=200 if ok else 503)
+
+class HealthOut(ApiSchema):
+    status: Literal["ok"] = "ok"
+    uptime_seconds: float
+    replica: str | None
+
+
+class ReadyOut(ApiSchema):
+    status: Literal["ready"] = "ready"
+    catalog: Literal["up"] = "up"
+    storage: Literal["up"] = "up"
+
+
+@router.get("/healthz", response_model=HealthOut)
+async def healthz(request: Request) -> HealthOut:
+    """Liveness: the process answers. Touches neither the catalog nor the storage."""
+    runner = getattr(request.app.state, "runner", None)
+    return HealthOut(uptime_seconds=round(time.monotonic() - STARTED, 3),
+                     replica=getattr(runner, "replica_id", None))
+
+
+@router.get("/readyz", response_model=ReadyOut, responses={503: {
+    "model": ErrorBody,
+    "description": "The catalog or the storage did not answer in time; `details` says which"}})
+async def readyz(request: Request) -> ReadyOut:
+    """Readiness: the catalog answers a ping and the storage a cheap check (2 s each)."""
+    state = request.app.state
+    checks = await readiness(state.mongo, state.storage)
+    if not checks["ready"]:
+        raise NotReadyError(checks)
+    return ReadyOut()
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -22,6 +22,8 @@ class BackupStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     restored = "restored"
+    # In the trash: the object and manifest are kept until retention empties it.
+    deleted = "deleted"
 
 
 # A backup that finished writing; "restored" ones were completed and then used.
@@ -154,15 +156,22 @@ class Backup(Document):
     # Set before a deletion removes anything, so a run cut short is finished later.
     deleting_since: datetime | None = None
     deletion_reason: str | None = None
+    # Trash: when, by whom (username) and from which status it was deleted.
+    deleted_at: datetime | None = None
+    deleted_by: str | None = None
+    status_before_delete: BackupStatus | None = None
 
     class Settings:
         name = "backups"
+        # The list's sort is (createdAt, _id) descending: each filter it offers leads an
+        # index that ends in that order, so MongoDB reads one page without sorting.
         indexes = [
             IndexModel([("admin", ASCENDING)]),
-            IndexModel([("status", ASCENDING)]),
-            IndexModel([("createdAt", DESCENDING)]),
-            IndexModel([("type", ASCENDING)]),
-            IndexModel([("source", ASCENDING), ("createdAt", DESCENDING)]),
+            IndexModel([("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("status", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("type", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("source", ASCENDING), ("createdAt", DESCENDING), ("_id", DESCENDING)]),
+            IndexModel([("jobId", ASCENDING)]),
         ]
 
 
@@ -200,6 +209,9 @@ class BackupOut(ApiSchema):
     deletion_reason: str | None = None
     database: str | None = None
     safety_for: PydanticObjectId | None = None
+    deleted_at: datetime | None = None
+    deleted_by: str | None = None
+    status_before_delete: BackupStatus | None = None
 
 
 class BackupFilter(ApiSchema):

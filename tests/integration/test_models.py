@@ -84,7 +84,10 @@ async def test_stored_with_the_seeds_field_names_and_read_back(app: FastAPI) -> 
 async def test_backup_indexes_exist(app: FastAPI) -> None:
     info = await Backup.get_pymongo_collection().index_information()
     keys = {tuple((k, int(d)) for k, d in spec["key"]) for spec in info.values()}
-    for expected in ([("admin", 1)], [("status", 1)], [("createdAt", -1)], [("type", 1)]):
+    # Each list filter leads an index that also serves the newest-first order.
+    newest = [("createdAt", -1), ("_id", -1)]
+    for expected in ([("admin", 1)], newest, [("status", 1), *newest], [("type", 1), *newest],
+                     [("source", 1), *newest]):
         assert tuple(expected) in keys
 
 

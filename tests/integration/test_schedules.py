@@ -194,9 +194,10 @@ async def test_live_fires_edits_and_status(client: httpx.AsyncClient, admin: Acc
     assert mine["lastRun"]["jobs"][0]["status"] == "completed"
     await client.patch(f"/api/schedules/{schedule_id}", json={"enabled": True},
                        headers=admin.headers)
+    asked_at = utcnow()  # nextRun is at most two seconds on: compare with the request's time
     status = await client.get("/api/backups/schedule/status", headers=viewer.headers)
     mine = next(s for s in status.json() if s["id"] == str(schedule_id))
-    assert datetime.fromisoformat(mine["nextRun"]) > utcnow()
+    assert datetime.fromisoformat(mine["nextRun"]) > asked_at
 
 
 async def test_content_schedules_queue_content_jobs(client: httpx.AsyncClient, admin: Account,
@@ -219,3 +220,19 @@ async def test_content_schedules_queue_content_jobs(client: httpx.AsyncClient, a
     assert jobs[0].params["request"]["retentionDays"] == 60
     assert jobs[0].id is not None
     await replica.runner.wait(jobs[0].id, 60)
+
+
+async def test_a_scheduled_cleanup_runs_and_prunes(settings: Settings) -> None:
+    # Its params carry the fire time, which the cleanup request once refused: every
+    # scheduled cleanup failed.
+    schedule = await new_schedule("nightly-cleanup", ScheduleKind.cleanup, "0 5 * * *")
+    replica = service(settings, "replica-cleanup")
+    assert schedule.id is not None
+    await replica._fire(schedule.id, run_times=[datetime(2026, 11, 22, 5, 0, tzinfo=UTC)])
+    job = await BackupJob.find_one({"scheduleId": schedule.id})
+    assert job is not None
+    assert job.id is not None
+    done = await replica.runner.wait(job.id, 120)
+    assert done.status is JobStatus.completed, done.error
+    assert "history" in done.result
+    assert done.result["auditRecordsPruned"] >= 0

@@ -1,5 +1,6 @@
-"""A loopback TCP proxy that can cut every connection after some bytes: an endpoint that
-goes away mid-transfer, with real sockets."""
+"""A loopback TCP proxy that can cut every connection after some bytes (an endpoint that
+goes away mid-transfer) or on demand while blocked (one that is unreachable), with real
+sockets."""
 
 import asyncio
 import contextlib
@@ -11,8 +12,19 @@ class CuttingProxy:
         self.cut_after = cut_after_bytes
         self.forwarded = 0
         self.cut = asyncio.Event()
+        self.blocked = False
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+
+    def block(self) -> None:
+        """Cut every connection now and refuse new ones until `unblock`."""
+        self.blocked = True
+        for writer in list(self.writers):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+    def unblock(self) -> None:
+        self.blocked = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -39,14 +51,21 @@ class CuttingProxy:
 
     async def _handle(self, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter) -> None:
-        if self.cut.is_set():
+        if self.cut.is_set() or self.blocked:
             client_writer.close()
             return
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1",
-                                                                     self.target_port)
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1",
+                                                                         self.target_port)
+        except OSError:
+            client_writer.close()
+            return
         self.writers |= {client_writer, server_writer}
-        await asyncio.gather(self._pipe(client_reader, server_writer, True),
-                             self._pipe(server_reader, client_writer, False))
+        try:
+            await asyncio.gather(self._pipe(client_reader, server_writer, True),
+                                 self._pipe(server_reader, client_writer, False))
+        finally:
+            self.writers -= {client_writer, server_writer}
 
     async def close(self) -> None:
         if self.server is not None:
