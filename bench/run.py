@@ -191,7 +191,7 @@ def main() -> None:
               "BACKUP_STORAGE__S3_ACCESS_KEY": S3_ACCESS,
               "BACKUP_STORAGE__S3_SECRET_KEY": S3_SECRET}
     connection = Connection.parse(PG_URI, database)
-    pg_env = {**os.environ, **connection.env()}
+    pg_env = {**os.environ, "PGPASSWORD": connection.secrets.get("password", "")}
     pg_args = [str(PG_BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
                f"'--dbname={connection.uri}'"]
     raw_dump = ["bash", "-c", " ".join(pg_args) + " > /dev/null"]

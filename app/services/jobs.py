@@ -16,6 +16,7 @@ from app.config import Settings
 from app.errors import AppError
 from app.models.common import utcnow
 from app.models.job import (
+    CANCELLED_BY,
     FINISHED_JOB_STATUSES,
     RETRYABLE_KINDS,
     BackupJob,
@@ -94,11 +95,29 @@ def _collection() -> Any:
 
 
 def error_text(exc: BaseException) -> str:
+    """What failed, in words: a job's error is read by users, not by Python programmers."""
+    # Imported here so this function stays the only part of the module that needs them.
+    from asyncpg import InterfaceError, PostgresError
+    from botocore.exceptions import BotoCoreError, ClientError
+    from httpx import HTTPError
+    from pymongo.errors import PyMongoError
+
+    message = str(exc).strip()
     if isinstance(exc, AppError):
         return exc.message
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError):  # before OSError, of which it is a kind
         return "The job timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, PostgresError | InterfaceError | PyMongoError):
+        return f"Database error: {message or 'no message'}"
+    if isinstance(exc, OSError | HTTPError | BotoCoreError | ClientError):
+        if isinstance(exc, OSError) and exc.strerror:  # not "[Errno 28] ..."
+            message = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+        return f"Storage or network error: {message or 'no message'}"
+    if isinstance(exc, MemoryError):
+        return "Out of memory"
+    if isinstance(exc, ValueError | RuntimeError) and message:
+        return message
+    return f"Internal error: {message}" if message else "Internal error (see the service log)"
 
 
 class JobRunner:
@@ -117,6 +136,9 @@ class JobRunner:
         self.lease = timedelta(seconds=settings.system.lease_seconds)
         self.active: dict[PydanticObjectId, asyncio.Task[None]] = {}
         self.progress: dict[PydanticObjectId, Progress] = {}
+        # The task running each job's handler here, and why a job was cancelled.
+        self.handler_tasks: dict[PydanticObjectId, asyncio.Task[Any]] = {}
+        self.cancel_reasons: dict[PydanticObjectId, str] = {}
         self.finish_listeners: list[FinishListener] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -215,6 +237,9 @@ class JobRunner:
         stop_beat = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job.id, progress, stop_beat))
         status, error, result = JobStatus.failed, None, {}
+        task = asyncio.current_task()
+        if task is not None:
+            self.handler_tasks[job.id] = task
         try:
             handler = self.handlers.get(job.kind)
             if handler is None:
@@ -223,12 +248,20 @@ class JobRunner:
             result = await handler(ctx)
             status = JobStatus.completed
         except asyncio.CancelledError:
-            status, error = JobStatus.interrupted, "The service stopped while the job ran"
-            raise
+            error = self.cancel_reasons.get(job.id)
+            if error is None:
+                status, error = JobStatus.interrupted, "The service stopped while the job ran"
+                raise
+            # Cancelled on request: a failure like any other, and this task goes on.
+            if task is not None:
+                task.uncancel()
+            log.warning("job cancelled", job_id=str(job.id), kind=job.kind.value, error=error)
         except Exception as exc:
-            error = error_text(exc)
+            error = self.cancel_reasons.get(job.id) or error_text(exc)
             log.warning("job failed", job_id=str(job.id), kind=job.kind.value, error=error)
         finally:
+            self.handler_tasks.pop(job.id, None)
+            self.cancel_reasons.pop(job.id, None)
             # Let a heartbeat write in flight finish rather than race the final one.
             stop_beat.set()
             try:
@@ -290,13 +323,26 @@ class JobRunner:
                 pass
             now = utcnow()
             try:
-                await _collection().update_one(
+                beat = await _collection().find_one_and_update(
                     {"_id": job_id, "leaseOwner": self.replica_id},
                     {"$set": {"progress": progress.document(), "heartbeatAt": now,
                               "leaseExpiresAt": now + self.lease, "updatedAt": now}})
+                # A cancel request made on any replica reaches the job here.
+                if beat and beat.get("cancelRequestedBy"):
+                    self.cancel_here(job_id, CANCELLED_BY + str(beat["cancelRequestedBy"]))
             except Exception:
                 # One lost beat is fine; a stopped heartbeat would lose the job's lease.
                 log.warning("heartbeat not recorded", job_id=str(job_id), exc_info=True)
+
+    def cancel_here(self, job_id: PydanticObjectId, reason: str) -> bool:
+        """Cancel the job's handler if it runs in this process; whether it does."""
+        task = self.handler_tasks.get(job_id)
+        if task is None:
+            return False
+        if job_id not in self.cancel_reasons:
+            self.cancel_reasons[job_id] = reason
+            task.cancel(reason)
+        return True
 
     async def run_now(self, job: BackupJob) -> BackupJob:
         """Run this job in this process: one it holds, or a queued one it can claim."""

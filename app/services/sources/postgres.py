@@ -6,14 +6,14 @@ import collections
 import contextlib
 import fcntl
 import os
-import re
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import asyncpg
 
@@ -59,46 +59,79 @@ class PgDumpOptions:
     tables: list[str] = field(default_factory=list)
 
 
+SECRET_PARAMS = ("password", "sslpassword", "passfile")
+SERVICE = "backvault"
+
+
+def _build_uri(scheme: str, netloc: str, database: str, query: list[tuple[str, str]]) -> str:
+    # By hand: urlunsplit turns `postgresql:///db` (a local socket) into `postgresql:/db`.
+    uri = f"{scheme}://{netloc}/{quote(database, safe='')}"
+    return f"{uri}?{urlencode(query, quote_via=quote)}" if query else uri
+
+
 @dataclass
 class Connection:
-    """A libpq URI split so the password travels in the environment, never in argv."""
+    """A libpq URI split in two: `uri`, safe to pass as an argument (no password,
+    sslpassword or passfile), and the secrets, which reach a child only through its
+    environment: argv is readable by every local user, a process's environment is not."""
 
     uri: str
-    password: str | None
     database: str
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    dsn: str = field(default="", repr=False)  # the whole URI, for asyncpg (in-process)
 
     @classmethod
     def parse(cls, uri: str, database: str | None = None) -> "Connection":
         parts = urlsplit(uri)
-        password = unquote(parts.password) if parts.password else None
-        netloc = parts.hostname or ""
-        if parts.hostname and ":" in parts.hostname:
-            netloc = f"[{parts.hostname}]"
-        if parts.port:
-            netloc += f":{parts.port}"
-        if parts.username:
-            netloc = f"{parts.username}@{netloc}"
-        db = database or parts.path.lstrip("/") or "postgres"
-        return cls(urlunsplit((parts.scheme, netloc, f"/{db}", parts.query, "")), password, db)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        user, has_password, password = userinfo.partition(":")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        secrets = {"password": unquote(password)} if has_password else {}
+        # libpq lets a query parameter win over the user-info part.
+        secrets.update((k, v) for k, v in query if k in SECRET_PARAMS)
+        named = [v for k, v in query if k == "dbname"]
+        db = database or unquote(parts.path.lstrip("/")) or (named[-1] if named else "postgres")
+        # dbname would override the path that for_database sets: the path alone names it.
+        plain = [(k, v) for k, v in query if k not in SECRET_PARAMS and k != "dbname"]
+        safe = _build_uri(parts.scheme, f"{user}@{hosts}" if user else hosts, db, plain)
+        dsn = _build_uri(parts.scheme, parts.netloc, db, [(k, v) for k, v in query
+                                                          if k != "dbname"])
+        return cls(safe, db, secrets, dsn)
 
     def for_database(self, database: str) -> "Connection":
-        parts = urlsplit(self.uri)
-        return Connection(urlunsplit(parts._replace(path=f"/{database}")), self.password,
-                          database)
+        return Connection.parse(self.dsn, database)
 
     async def connect(self) -> asyncpg.Connection:
         try:
-            return await asyncpg.connect(self.uri, password=self.password, timeout=15)
+            return await asyncpg.connect(self.dsn, timeout=15)
         except (OSError, asyncpg.PostgresError) as exc:
             raise SourceError(f"Cannot connect to PostgreSQL database {self.database}: "
                               f"{exc}") from exc
 
-    def env(self) -> dict[str, str]:
+    @contextlib.contextmanager
+    def child_env(self) -> Iterator[dict[str, str]]:
+        """The environment of a libpq tool (pg_dump, pg_restore, psql) for this connection.
+        sslpassword has no variable: it goes in a 0600 service file removed at the end."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGCONNECT_TIMEOUT"] = "15"
-        if self.password is not None:
-            env["PGPASSWORD"] = self.password
-        return env
+        if "password" in self.secrets:
+            env["PGPASSWORD"] = self.secrets["password"]
+        if "passfile" in self.secrets:
+            env["PGPASSFILE"] = self.secrets["passfile"]
+        ssl_password = self.secrets.get("sslpassword")
+        if ssl_password is None:
+            yield env
+            return
+        if "\n" in ssl_password or "\r" in ssl_password:
+            raise SourceError("The sslpassword of a PostgreSQL source cannot hold a line break")
+        fd, name = tempfile.mkstemp(prefix="backvault-pg-", suffix=".conf")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as service:
+                service.write(f"[{SERVICE}]\nsslpassword={ssl_password}\n")
+            env["PGSERVICEFILE"], env["PGSERVICE"] = name, SERVICE
+            yield env
+        finally:
+            os.unlink(name)
 
 
 class PgTools:
@@ -161,7 +194,7 @@ def select_tables(tables: Sequence[Table], wanted: Sequence[str]) -> list[Table]
     return chosen
 
 
-async def _stderr_tail(stream: asyncio.StreamReader | None,
+async def stderr_tail(stream: asyncio.StreamReader | None,
                        on_line: Callable[[str], None] | None = None) -> str:
     if stream is None:
         return ""
@@ -190,6 +223,17 @@ class PostgresSource:
         self.conn = Connection.parse(uri, database)
         self.tools = tools or PgTools()
 
+    def _dump_args(self, options: PgDumpOptions, snapshot: str,
+                   tables: list[Table]) -> list[str]:
+        args = [self.tools.path("pg_dump"), "--format=custom", "--compress=0",
+                "--no-password", f"--snapshot={snapshot}", f"--dbname={self.conn.uri}"]
+        if options.schema_only:
+            args.append("--schema-only")
+        if options.data_only:
+            args.append("--data-only")
+        args += [f"--table={table.sql}" for table in (tables if options.tables else [])]
+        return args
+
     async def dump(self, options: PgDumpOptions, info: DumpInfo) -> Chunks:
         """The database as a `pg_dump -Fc -Z0` stream; `info` is complete when it ends."""
         if options.schema_only and options.data_only:
@@ -199,6 +243,7 @@ class PostgresSource:
         reader: BinaryIO | None = None
         errors: asyncio.Task[str] | None = None
         counter: asyncio.Task[dict[str, int]] | None = None
+        env = contextlib.ExitStack()  # the secrets' service file lives as long as pg_dump
         try:
             # One exported snapshot: pg_dump and our row counts see the same data.
             await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -206,22 +251,16 @@ class PostgresSource:
             info.server_version = await holder.fetchval("SHOW server_version")
             info.tool_version = await self.tools.version("pg_dump")
             tables = select_tables(await list_tables(holder), options.tables)
-            args = [self.tools.path("pg_dump"), "--format=custom", "--compress=0",
-                    "--no-password", f"--snapshot={snapshot}", f"--dbname={self.conn.uri}"]
-            if options.schema_only:
-                args.append("--schema-only")
-            if options.data_only:
-                args.append("--data-only")
-            for table in tables if options.tables else []:
-                args.append(f"--table={table.sql}")
+            args = self._dump_args(options, snapshot, tables)
             reader, write_fd = _pipe()
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *args, stdout=write_fd, stderr=asyncio.subprocess.PIPE,
-                    stdin=asyncio.subprocess.DEVNULL, env=self.conn.env())
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env=env.enter_context(self.conn.child_env()))
             finally:
                 os.close(write_fd)  # pg_dump holds the only write end: its exit is our EOF
-            errors = asyncio.create_task(_stderr_tail(proc.stderr))
+            errors = asyncio.create_task(stderr_tail(proc.stderr))
             if not options.schema_only:
                 # One backend for the counts: parallel workers would take CPU from the
                 # database server while pg_dump runs.
@@ -244,6 +283,7 @@ class PostgresSource:
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            env.close()
             if reader is not None:
                 # In a thread: a read left running by a cancelled consumer holds the file
                 # until pg_dump's death ends it.
@@ -301,46 +341,16 @@ class PostgresSource:
                 "--no-owner", f"--jobs={max(1, jobs)}", f"--dbname={target.uri}"]
         if drop_existing:
             args += ["--clean", "--if-exists"]
-        proc = await asyncio.create_subprocess_exec(
-            *args, str(path), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=target.env())
-        stderr = await _stderr_tail(proc.stderr)
-        code = await proc.wait()
+        with target.child_env() as env:
+            proc = await asyncio.create_subprocess_exec(
+                *args, str(path), stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=env)
+            try:
+                stderr = await stderr_tail(proc.stderr)
+                code = await proc.wait()
+            finally:
+                if proc.returncode is None:  # cancelled: pg_restore must not outlive us
+                    proc.kill()
+                    await proc.wait()
         if code != 0:
             raise SourceError(f"pg_restore exited with status {code}: {stderr or 'no message'}")
-
-
-async def check_pg_archive(chunks: Chunks, tools: PgTools) -> list[str]:
-    """Feed a whole archive to `pg_restore` (to /dev/null) and return its table list."""
-    args = [tools.path("pg_restore"), "--file=/dev/null", "--verbose"]
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    assert proc.stdin is not None
-    tables: set[str] = set()
-
-    def note(line: str) -> None:
-        tables.update(re.findall(r'processing data for table "([^"]+)"', line))
-
-    errors = asyncio.create_task(_stderr_tail(proc.stderr, note))
-    try:
-        try:
-            async with aclosing(chunks) as source:
-                async for chunk in source:
-                    proc.stdin.write(chunk)
-                    await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # pg_restore stopped reading; its exit status says why
-        proc.stdin.close()
-        code = await proc.wait()
-        stderr = await errors
-    except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        errors.cancel()
-        await asyncio.gather(errors, return_exceptions=True)
-        raise
-    if code != 0:
-        raise SourceError(f"pg_restore could not read the archive: {stderr[-2000:]}")
-    return sorted(tables)
