@@ -4,14 +4,17 @@ storage as the service, with progress bars for long work."""
 import asyncio
 import getpass
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated
 
 import typer
 import uvicorn
 from beanie import PydanticObjectId
 from pydantic import SecretStr, ValidationError
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -26,12 +29,15 @@ from rich.table import Table
 from app.config import Settings, get_settings
 from app.errors import AppError
 from app.logs import configure_logging
-from app.models.backup import BackupFilter
+from app.models.audit import AuditFilter, AuditOutcome
+from app.models.backup import Backup, BackupFilter, BackupOut
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
-from app.models.user import Role, UserCreate
+from app.models.user import PasswordReset, Role, User, UserCreate, UserUpdate
+from app.services import audit as audit_service
 from app.services import auth as auth_service
 from app.services import catalog
+from app.services import users as user_service
 from app.services.backups import submit_database_backup
 from app.services.catalog_db import open_catalog
 from app.services.handlers import JOB_HANDLERS
@@ -143,6 +149,43 @@ def backup_create(
     _run(work)
 
 
+# What a backup's verification state reads as under the "verified" heading.
+VERIFIED_WORDS = {"passed": "yes", "failed": "FAILED", "unverified": "no"}
+# From this width the whole id fits and the type gets a column of its own.
+WIDE = 110
+
+
+def _size_text(size_mb: float | None) -> str:
+    if size_mb is None:
+        return "-"
+    if size_mb >= 1024:
+        return f"{size_mb / 1024:.1f} GB"
+    return f"{size_mb:.1f} MB" if size_mb >= 1 else f"{size_mb * 1024:.0f} kB"
+
+
+def _backups_table(items: list[BackupOut], width: int) -> Table:
+    """Fits 80 columns: the id's last 8 characters (whole when wide), date to the minute,
+    status and verification as whole words; only the source name may wrap."""
+    wide = width >= WIDE
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    if wide:
+        table.add_column("type", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("verified", no_wrap=True)
+    for b in items:
+        source = (b.source or "-") + (" (safety)" if b.safety_for else "")
+        row = [str(b.id) if wide else str(b.id)[-8:], f"{b.created_at:%Y-%m-%d %H:%M}",
+               source, *([b.type.value] if wide else []), b.status.value,
+               _size_text(b.size_mb),
+               VERIFIED_WORDS.get(b.verification.state.value, b.verification.state.value)]
+        table.add_row(*row)
+    return table
+
+
 @app.command("list")
 def list_backups(source: str | None = None, status: str | None = None,
                  limit: int = 20) -> None:
@@ -151,18 +194,26 @@ def list_backups(source: str | None = None, status: str | None = None,
     async def work(settings: Settings, runner: JobRunner) -> int:
         page = await catalog.list_backups(BackupFilter.model_validate(
             {"source": source, "status": status, "limit": limit}))
-        table = Table("id", "created", "source", "type", "status", "size MB", "verified")
-        table.columns[0].no_wrap = True
-        for b in page.items:
-            table.add_row(str(b.id), f"{b.created_at:%Y-%m-%d %H:%M:%S}", b.source or "-",
-                          b.type.value, b.status.value,
-                          f"{b.size_mb:.2f}" if b.size_mb is not None else "-",
-                          b.verification.state.value)
-        out.print(table)
-        out.print(f"{page.total} backups")
+        out.print(_backups_table(page.items, out.width))
+        shortened = " (ids: last 8 characters)" if out.width < WIDE and page.items else ""
+        out.print(f"{page.total} backups{shortened}")
         return 0
 
     _run(work)
+
+
+async def _backup_id(text: str) -> PydanticObjectId:
+    """A whole backup id, or the unique backup whose id ends with `text` (as `list` shows)."""
+    if PydanticObjectId.is_valid(text):
+        return PydanticObjectId(text)
+    if not 4 <= len(text) < 24 or not all(c in "0123456789abcdef" for c in text.lower()):
+        raise AppError(f"{text!r} is not a backup id or the end of one")
+    ids = [doc["_id"] async for doc in Backup.get_pymongo_collection().find({}, {"_id": 1})
+           if str(doc["_id"]).endswith(text.lower())]
+    if len(ids) != 1:
+        raise AppError(f"{len(ids) or 'No'} backups have an id ending in {text!r}"
+                       + ("; give more of it" if ids else ""))
+    return PydanticObjectId(ids[0])
 
 
 @app.command()
@@ -170,7 +221,7 @@ def verify(backup_id: str) -> None:
     """Re-read a backup and check its checksum and contents."""
 
     async def work(settings: Settings, runner: JobRunner) -> int:
-        backup = await catalog.get_backup(PydanticObjectId(backup_id))
+        backup = await catalog.get_backup(await _backup_id(backup_id))
         job = await runner.submit(JobKind.verify, {}, source=backup.source,
                                   backup_id=backup.id, trigger=JobTrigger.cli)
         return _report(await _run_job(runner, job, f"verify {backup_id}"))
@@ -180,13 +231,17 @@ def verify(backup_id: str) -> None:
 
 @app.command()
 def restore(backup_id: str, target_database: str | None = None, drop_existing: bool = False,
-            dry_run: bool = False, no_safety_backup: bool = False) -> None:
-    """Restore a backup (its source's database unless --target-database)."""
+            dry_run: bool = False, no_safety_backup: bool = False,
+            confirm: Annotated[str | None, typer.Option(
+                help="the target database's name: needed to restore over existing data")]
+            = None) -> None:
+    """Restore a backup (the database it holds unless --target-database)."""
 
     async def work(settings: Settings, runner: JobRunner) -> int:
         request = RestoreRequest(target_database=target_database, drop_existing=drop_existing,
-                                 dry_run=dry_run, safety_backup=not no_safety_backup)
-        backup = await catalog.get_backup(PydanticObjectId(backup_id))
+                                 dry_run=dry_run, safety_backup=not no_safety_backup,
+                                 confirm=confirm)
+        backup = await catalog.get_backup(await _backup_id(backup_id))
         plan = await plan_restore(settings, runner.storage, backup, request)
         if dry_run:
             out.print_json(plan.model_dump_json(by_alias=True))
@@ -236,8 +291,11 @@ def cleanup(dry_run: Annotated[bool, typer.Option(help="show what would go; dele
 def serve(host: str | None = None, port: int | None = None, reload: bool = False) -> None:
     """Run the API server."""
     settings = get_settings()
+    configure_logging(settings.system.log_level)
+    # log_config=None: uvicorn's lines go through our JSON handler, not its plain text ones.
     uvicorn.run("app.main:create_app", factory=True, host=host or settings.system.host,
-                port=port or settings.system.port, reload=reload, log_level="warning")
+                port=port or settings.system.port, reload=reload, log_level="warning",
+                log_config=None)
 
 
 @users.command("create")
@@ -251,6 +309,146 @@ def user_create(username: str, role: Role = Role.viewer, email: str | None = Non
             username=username, password=SecretStr(password), email=email, name=name,
             role=role))
         out.print(f"created {user.username} ({user.role.value})")
+        return 0
+
+    _run(work)
+
+
+def _change_user(username: str, change: Callable[[User], Awaitable[str]]) -> None:
+    """Find the user (any case), apply change, print what it says; no self/actor checks."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        out.print(await change(await user_service.get_user_by_name(username)))
+        return 0
+
+    _run(work)
+
+
+@users.command("disable")
+def user_disable(username: str) -> None:
+    """Disable a user and revoke its tokens (not the last active superadmin)."""
+
+    async def change(user: User) -> str:
+        done = await user_service.update_user(user, UserUpdate(active=False), None)
+        return f"disabled {done.username}"
+
+    _change_user(username, change)
+
+
+@users.command("enable")
+def user_enable(username: str) -> None:
+    """Enable a disabled user."""
+
+    async def change(user: User) -> str:
+        done = await user_service.update_user(user, UserUpdate(active=True), None)
+        return f"enabled {done.username}"
+
+    _change_user(username, change)
+
+
+@users.command("set-role")
+def user_set_role(username: str, role: Role) -> None:
+    """Change a user's role (the last active superadmin keeps its role)."""
+
+    async def change(user: User) -> str:
+        done = await user_service.update_user(user, UserUpdate(role=role), None)
+        return f"{done.username} is now {done.role.value}"
+
+    _change_user(username, change)
+
+
+@users.command("reset-password")
+def user_reset_password(username: str) -> None:
+    """Set a new password (read from the terminal or standard input); revokes its tokens."""
+    password = PasswordReset(password=SecretStr(getpass.getpass("New password: "))).password
+
+    async def change(user: User) -> str:
+        done = await user_service.reset_password(user, password.get_secret_value())
+        return f"password of {done.username} reset; its tokens are revoked"
+
+    _change_user(username, change)
+
+
+@users.command("revoke")
+def user_revoke(username: str) -> None:
+    """Revoke every token issued to a user so far."""
+
+    async def change(user: User) -> str:
+        done = await user_service.revoke_tokens(user)
+        return f"tokens of {done.username} revoked"
+
+    _change_user(username, change)
+
+
+@users.command("delete")
+def user_delete(username: str, yes: Annotated[bool, typer.Option(
+        "--yes", help="do not ask for confirmation")] = False) -> None:
+    """Delete a user (not the last active superadmin)."""
+    if not yes:
+        typer.confirm(f"Delete user {username}?", abort=True)
+
+    async def change(user: User) -> str:
+        await user_service.delete_user(user, None)
+        return f"deleted {user.username}"
+
+    _change_user(username, change)
+
+
+audit_cli = typer.Typer(help="The audit log: check its hash chain, export, prune.",
+                        no_args_is_help=True)
+app.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit code 1 when a record was edited or deleted."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        report = await audit_service.verify_chain()
+        if report.ok:
+            out.print(f"audit log intact: {report.message}; newest record {report.last_seq} "
+                      f"hash {report.last_hash}")
+            return 0
+        console.print(f"[red]audit log broken at record {report.broken_seq}:[/red] "
+                      f"{report.message}")
+        return 1
+
+    _run(work)
+
+
+@audit_cli.command("export")
+def audit_export(
+    export_format: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    output: Annotated[str | None, typer.Option(help="file to write (default: stdout)")] = None,
+    user: Annotated[str | None, typer.Option(help="username or user id")] = None,
+    action: Annotated[str | None, typer.Option(help="substring of the action")] = None,
+    outcome: Annotated[AuditOutcome | None, typer.Option()] = None,
+    since: Annotated[datetime | None, typer.Option("--from", help="UTC")] = None,
+    until: Annotated[datetime | None, typer.Option("--to", help="UTC")] = None,
+) -> None:
+    """Write the audit records, oldest first, as JSON lines or CSV."""
+    if export_format not in ("jsonl", "csv"):
+        console.print("[red]error:[/red] --format must be jsonl or csv")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        query = audit_service.audit_query(AuditFilter.model_validate(
+            {"user": user, "action": action, "outcome": outcome, "from": since, "to": until}))
+        with open(output, "wb") if output else open(sys.stdout.fileno(), "wb",
+                                                    closefd=False) as sink:
+            async for chunk in audit_service.export_records(query, export_format):
+                sink.write(chunk)
+        return 0
+
+    _run(work)
+
+
+@audit_cli.command("prune")
+def audit_prune() -> None:
+    """Delete audit records older than audit.retention_days (the chain stays verifiable)."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        out.print(f"{await audit_service.prune_audit(settings)} audit records pruned")
         return 0
 
     _run(work)

@@ -6,7 +6,11 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from app.api import audit as audit_api
 from app.api import auth, backups, jobs, schedules, system
+from app.api.audit_trail import AuditTrail
+from app.api.limits import RequestLimits
+from app.api.openapi import document_errors
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logs import configure_logging
@@ -57,9 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(system.router)
-    app.include_router(auth.router)
-    app.include_router(jobs.router)
-    app.include_router(backups.router)
-    app.include_router(schedules.router)
+    routers = [system.router, auth.router, jobs.router, backups.router, schedules.router,
+               audit_api.router]
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(RequestLimits, settings=settings)
+    # Added last, so outermost: it also records requests other middlewares refuse.
+    app.add_middleware(AuditTrail)
+    document_errors(app, routers)
     return app

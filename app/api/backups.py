@@ -32,6 +32,7 @@ from app.services import (
     restores,
     schedules,
     stats,
+    trash,
 )
 from app.services.artifact_read import require_artifact
 from app.services.jobs import JobRunner
@@ -56,9 +57,9 @@ async def backup_stats(_: CurrentUser) -> BackupStats:
 
 
 @router.get("/health", response_model=HealthReport)
-async def backup_health(_: CurrentUser) -> HealthReport:
-    """Critical without a successful backup in 24 h, warning on more than 3 failures in 7 days."""
-    return await stats.backup_health()
+async def backup_health(settings: SettingsDep, _: CurrentUser) -> HealthReport:
+    """Per source: critical without a good backup in 24 h, warning on >3 failures in 7 days."""
+    return await stats.backup_health(settings)
 
 
 @router.get("/config")
@@ -92,9 +93,9 @@ async def create_full_backup(body: FullBackupCreate, user: AdminUser,
 
 
 @router.get("/schedule/status", response_model=list[ScheduleStatus])
-async def schedule_status(_: CurrentUser) -> list[ScheduleStatus]:
+async def schedule_status(settings: SettingsDep, _: CurrentUser) -> list[ScheduleStatus]:
     """Each schedule with its last run, that run's outcome, and its next run."""
-    return await schedules.schedule_status()
+    return await schedules.schedule_status(settings=settings)
 
 
 @router.post("/cleanup", response_model=JobOut | CleanupResult,
@@ -144,10 +145,23 @@ async def get_backup(backup_id: PydanticObjectId, _: CurrentUser) -> BackupOut:
 
 
 @router.delete("/{backup_id}", response_model=BackupOut)
-async def delete_backup(backup_id: PydanticObjectId, storage: StorageDep,
-                        _: SuperUser) -> BackupOut:
-    """Delete a backup's stored object, manifest and record (superadmin)."""
-    return BackupOut.model_validate(await backups.delete_backup(storage, backup_id))
+async def delete_backup(
+        backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+        user: SuperUser,
+        force: Annotated[bool, Query(description="delete below retention.min_count, or "
+                                                 "remove a trashed backup now")] = False,
+        reason: Annotated[str | None, Query(max_length=500,
+                                            description="why; required with force")] = None,
+) -> BackupOut:
+    """Move a backup to the trash (superadmin); below the minimum only with force and reason."""
+    return BackupOut.model_validate(await trash.delete_backup(
+        settings, storage, backup_id, user.username, force=force, reason=reason))
+
+
+@router.post("/{backup_id}/undelete", response_model=BackupOut)
+async def undelete_backup(backup_id: PydanticObjectId, user: SuperUser) -> BackupOut:
+    """Take a backup out of the trash, back to its status before deletion (superadmin)."""
+    return BackupOut.model_validate(await trash.undelete_backup(backup_id, user.username))
 
 
 async def _job_response(job: BackupJob, runner: JobRunner, wait: bool,

@@ -16,7 +16,7 @@ from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
 from app.models.common import utcnow
 from app.models.content import ContentItem
-from app.models.job import BackupJob, JobKind, JobTrigger
+from app.models.job import CANCELLED_BY, BackupJob, JobKind, JobTrigger
 from app.models.requests import DatabaseBackupCreate
 from app.services.auth import system_user_id
 from app.services.catalog import update_backup
@@ -128,9 +128,13 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
                   body: DatabaseBackupCreate, *, admin: PydanticObjectId | None,
                   backup_type: BackupType = BackupType.manual,
                   job_id: PydanticObjectId | None = None, database: str | None = None,
-                  attach: Any = None) -> Backup:
-    """Dump one source to storage; returns the completed Backup or raises."""
+                  safety_for: PydanticObjectId | None = None, attach: Any = None) -> Backup:
+    """Dump one source to storage; returns the completed Backup or raises.
+
+    `database` overrides the source's own (a pre-restore safety backup of another database
+    on the source's server); `safety_for` names the backup whose restore it precedes."""
     source = check_request(settings, body)
+    database_name = database or source.database_name()
     # The id is made here so the record is written once, already naming its artifact.
     backup_id, created = PydanticObjectId(), utcnow()
     plan = plan_artifact(settings, source.name, source.kind, str(backup_id), created)
@@ -142,7 +146,7 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
                                             exclude={"source", "notes", "retention_days"}),
                     storage_key=plan.key, manifest_key=plan.manifest_key,
                     format_chain=plan.format_chain, encrypted=plan.encrypted,
-                    recipients=plan.recipients)
+                    recipients=plan.recipients, database=database_name, safety_for=safety_for)
     await backup.insert()
     if attach is not None:
         await attach(backup.id)
@@ -166,7 +170,6 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         for name, value in details.items():
             setattr(backup, name, value)
         backup.updated_at = utcnow()
-        database_name = database or source.database_name()
         await storage.put(plan.manifest_key,
                           from_bytes(manifest_bytes(build_manifest(backup, database_name))))
         # Durable now: flip the record in one update, unless the stuck-work sweep
@@ -194,7 +197,14 @@ def _failure_message(exc: BaseException, settings: Settings) -> str:
 
 
 async def discard_backup(storage: Storage, backup: Backup, message: str) -> None:
-    """Remove whatever a failed or abandoned backup wrote and mark its record failed."""
+    """Remove whatever a failed or abandoned backup wrote and mark its record failed.
+
+    If its job was cancelled, the cancellation (who) is the message, whatever stopped it."""
+    if backup.job_id is not None:
+        job = await BackupJob.get_pymongo_collection().find_one(
+            {"_id": backup.job_id}, {"cancelRequestedBy": 1})
+        if job and job.get("cancelRequestedBy"):
+            message = CANCELLED_BY + str(job["cancelRequestedBy"])
     for key in filter(None, (backup.storage_key, backup.manifest_key)):
         try:
             await storage.discard_incomplete(key)
@@ -206,12 +216,12 @@ async def discard_backup(storage: Storage, backup: Backup, message: str) -> None
     log.warning("backup failed", backup_id=str(backup.id), error=message)
 
 
-async def delete_backup(storage: Storage, backup_id: PydanticObjectId) -> Backup:
-    """Delete a backup on request (the API's DELETE)."""
+async def delete_backup(storage: Storage, backup_id: PydanticObjectId, reason: str) -> Backup:
+    """Remove a backup at once, without the API's safeguards (see app.services.trash)."""
     backup = await Backup.get(backup_id)
     if backup is None:
         raise NotFoundError(f"Backup {backup_id} not found")
-    await remove_backup(storage, backup, "deleted by request")
+    await remove_backup(storage, backup, reason)
     return backup
 
 
@@ -222,12 +232,15 @@ async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
     """
     if backup.status is BackupStatus.pending:
         raise ConflictError("A pending backup cannot be deleted while it is being written")
+    # A trashed backup is removed only if nobody undeleted it meanwhile.
+    still: Any = (BackupStatus.deleted.value if backup.status is BackupStatus.deleted
+                  else {"$ne": BackupStatus.pending.value})
     marked = await Backup.get_pymongo_collection().update_one(
-        {"_id": backup.id, "status": {"$ne": BackupStatus.pending.value}},
+        {"_id": backup.id, "status": still},
         {"$set": {"deletingSince": backup.deleting_since or utcnow(),
                   "deletionReason": backup.deletion_reason or reason}})
     if marked.matched_count == 0:
-        raise NotFoundError(f"Backup {backup.id} not found")
+        raise NotFoundError(f"Backup {backup.id} not found (or no longer in the trash)")
     for key in dict.fromkeys((backup.storage_key, backup.manifest_key)):
         if key:
             await storage.delete(key)

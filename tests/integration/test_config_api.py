@@ -38,7 +38,7 @@ async def test_config_has_every_group_and_no_secret(app: FastAPI, settings: Sett
     body = response.json()
     assert set(body) == {"system", "catalog", "sources", "tools", "storage", "compression",
                          "encryption", "schedules", "retention", "limits", "content",
-                         "notifications", "auth"}
+                         "notifications", "auth", "http", "login", "audit"}
     assert [s["name"] for s in body["sources"]] == ["app-pg", "app-mongo", "catalog"]
     assert {s["uri"] for s in body["sources"]} == {"<redacted>"}
     assert body["storage"]["s3_secret_key"] == "<redacted>"
