@@ -34,18 +34,18 @@ from app.models.backup import Backup, BackupFilter, BackupOut
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.user import PasswordReset, Role, User, UserCreate, UserUpdate
-from app.services import audit as audit_service
-from app.services import auth as auth_service
-from app.services import catalog
-from app.services import users as user_service
-from app.services.backups import submit_database_backup
-from app.services.catalog_db import open_catalog
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
-from app.services.jobs import Progress as JobProgress
-from app.services.notify import job_listener
-from app.services.restores import plan_restore
-from app.services.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.access import auth as auth_service
+from app.services.access import users as user_service
+from app.services.catalog import queries as catalog
+from app.services.catalog.db import open_catalog
+from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.databases.backup import submit_database_backup
+from app.services.databases.restore import plan_restore
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner
+from app.services.jobs.runner import Progress as JobProgress
+from app.services.ops import audit as audit_service
+from app.services.ops.notify import job_listener
 from app.services.storage import storage_from_settings
 
 app = typer.Typer(help="Backvault: backups of PostgreSQL, MongoDB, IPFS and Gaia.",

@@ -15,11 +15,11 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.scheduler.service import ScheduleService
-from app.services.auth import bootstrap_superadmin
-from app.services.catalog_db import open_catalog
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
-from app.services.notify import job_listener
+from app.services.access.auth import bootstrap_superadmin
+from app.services.catalog.db import open_catalog
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner
+from app.services.ops.notify import job_listener
 from app.services.storage import storage_from_settings
 
 log = structlog.get_logger(__name__)

@@ -20,10 +20,10 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.models.content import ContentBackupCreate
-from app.services.auth import system_user_id
-from app.services.catalog_db import open_catalog
-from app.services.content_backups import back_up_content
-from app.services.jobs import Progress
+from app.services.access.auth import system_user_id
+from app.services.catalog.db import open_catalog
+from app.services.content.backup import back_up_content
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 from bench.run import RESULTS, say
 

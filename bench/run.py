@@ -19,7 +19,7 @@ from typing import Any
 import pyrage
 
 from app.config import DEFAULT_LEVEL, CompressionAlgorithm
-from app.services.sources.postgres import Connection
+from app.services.databases.postgres.source import Connection
 from bench.generate import generate_mongo, generate_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def backvault(env: dict[str, str], source: str, name: str, note: str) -> Row:
 LAST_BACKUP = """
 import asyncio, json
 from app.config import get_settings
-from app.services.catalog_db import open_catalog
+from app.services.catalog.db import open_catalog
 from app.models.backup import Backup
 async def main():
     client = await open_catalog(get_settings())

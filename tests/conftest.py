@@ -25,7 +25,7 @@ from app.main import create_app
 from app.models.backup import Backup
 from app.models.job import BackupJob
 from app.models.user import Role, User, UserCreate
-from app.services import auth as auth_service
+from app.services.access import auth as auth_service
 
 MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
 PG_URI = os.environ.get("BACKVAULT_PG_URI",

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import SuperUser
 from app.models.audit import AuditExportFilter, AuditFilter, AuditRecordOut, ChainReport
 from app.models.common import Page, utcnow
-from app.services import audit
+from app.services.ops import audit
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 

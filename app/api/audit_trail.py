@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.models.user import User
-from app.services import audit
-from app.services.auth import decode_token
+from app.services.access.auth import decode_token
+from app.services.ops import audit
 
 log = structlog.get_logger(__name__)
 

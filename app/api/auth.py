@@ -11,8 +11,8 @@ from app.api.openapi import ErrorBody
 from app.errors import AuthenticationError, InvalidInputError, validation_details
 from app.models.common import ApiSchema
 from app.models.user import PasswordReset, TokenOut, User, UserCreate, UserOut, UserUpdate
-from app.services import auth as auth_service
-from app.services import login_throttle, users
+from app.services.access import auth as auth_service
+from app.services.access import login_throttle, users
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 

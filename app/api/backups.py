@@ -24,21 +24,18 @@ from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport
 from app.models.storage import StoredFile
-from app.services import (
-    backups,
-    catalog,
-    content_backups,
-    content_restore,
-    restores,
-    schedules,
-    stats,
-    trash,
-)
-from app.services.artifact_read import require_artifact
-from app.services.jobs import JobRunner
-from app.services.restores import RestorePlan
-from app.services.retention import CleanupRequest, CleanupResult, apply_retention
-from app.services.sources.ipfs import CAR_TYPE
+from app.scheduler import schedules
+from app.services.artifacts.read import require_artifact
+from app.services.catalog import queries as catalog
+from app.services.catalog import stats, trash
+from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.content import backup as content_backups
+from app.services.content import restore as content_restore
+from app.services.content.ipfs import CAR_TYPE
+from app.services.databases import backup as backups
+from app.services.databases import restore as restores
+from app.services.databases.restore import RestorePlan
+from app.services.jobs.runner import JobRunner
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 

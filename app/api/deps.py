@@ -9,8 +9,8 @@ from fastapi.security import OAuth2PasswordBearer
 from app.config import Settings
 from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
-from app.services.auth import decode_token, user_for_claims
-from app.services.jobs import JobRunner
+from app.services.access.auth import decode_token, user_for_claims
+from app.services.jobs.runner import JobRunner
 from app.services.storage import Storage
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from app.api.deps import AdminUser, CurrentUser, RunnerDep
 from app.models.common import Page
 from app.models.job import JobFilter, JobOut
-from app.services import catalog, job_cancel
+from app.services.catalog import queries as catalog
+from app.services.jobs import cancel as job_cancel
 
 router = APIRouter(prefix="/api/backups/jobs", tags=["jobs"])
 # A cancelled job ends within a heartbeat or two, plus the handler's cleanup.

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.errors import AuthenticationError, error_body
-from app.services.auth import decode_token
+from app.services.access.auth import decode_token
 
 # The only /api operation that takes a body without a token.
 OPEN_BODY_ROUTES = {("POST", "/api/auth/token")}

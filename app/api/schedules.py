@@ -5,7 +5,7 @@ from fastapi import APIRouter, status
 
 from app.api.deps import AdminUser, CurrentUser, SettingsDep
 from app.models.schedule import ScheduleCreate, ScheduleOut, ScheduleUpdate
-from app.services import schedules
+from app.scheduler import schedules
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.openapi import ErrorBody
 from app.models.common import ApiSchema
-from app.services.readiness import NotReadyError, readiness
+from app.services.ops.readiness import NotReadyError, readiness
 
 router = APIRouter(tags=["system"])
 

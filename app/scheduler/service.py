@@ -16,8 +16,9 @@ from beanie import PydanticObjectId
 
 from app.models.common import utcnow
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, StoredSchedule
-from app.services import recovery, schedules
-from app.services.jobs import JobRunner
+from app.scheduler import schedules
+from app.services.jobs import recovery
+from app.services.jobs.runner import JobRunner
 
 log = structlog.get_logger(__name__)
 

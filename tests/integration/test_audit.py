@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.models.audit import AuditRecord, AuditState
 from app.models.common import utcnow
-from app.services import audit
+from app.services.ops import audit
 from tests.conftest import MONGO_URI, TEST_PASSWORD, WORK, Account
 
 WRONG_PASSWORD = "wrong-" + uuid.uuid4().hex

@@ -22,8 +22,8 @@ from pymongo.errors import DuplicateKeyError
 from app.config import LoginSettings, Settings
 from app.models.common import utcnow
 from app.models.user import LoginFailures, Role, User, UserCreate
-from app.services import auth as auth_service
-from app.services import login_throttle
+from app.services.access import auth as auth_service
+from app.services.access import login_throttle
 from tests.conftest import TEST_PASSWORD, Account
 from tests.support.requests_login import client_from
 

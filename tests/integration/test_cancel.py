@@ -15,11 +15,11 @@ from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import submit_database_backup
-from app.services.handlers import JOB_HANDLERS
-from app.services.job_cancel import cancel_job
-from app.services.jobs import JobRunner
-from app.services.recovery import sweep
+from app.services.databases.backup import submit_database_backup
+from app.services.jobs.cancel import cancel_job
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.recovery import sweep
+from app.services.jobs.runner import JobRunner
 from tests.conftest import PG_URI, RUN, Account, pg_uri
 from tests.support.data import create_big_pg_database
 from tests.support.delete_cancel import app_runner_paused, files_of, store, with_source

@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 
 from app.config import Settings
 from app.models.content import ContentObject
-from app.services.sources.gaia import address_of
+from app.services.content.gaia import address_of
 from tests.conftest import GAIA_HUB, MONGO_URI, RUN, Account, wait_job
 from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
 

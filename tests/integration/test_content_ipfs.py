@@ -15,12 +15,12 @@ from app.config import ContentSourceKind, ContentSourceSettings, Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
-from app.services.auth import system_user_id
-from app.services.content_backups import back_up_content, list_items, outbound_for
-from app.services.jobs import Progress
-from app.services.retention import CleanupRequest, apply_retention
-from app.services.sources.car import CarReader
-from app.services.sources.cid import parse_cid
+from app.services.access.auth import system_user_id
+from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.services.content.backup import back_up_content, list_items, outbound_for
+from app.services.content.formats.car import CarReader
+from app.services.content.formats.cid import parse_cid
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 from tests.conftest import IPFS_API, IPFS_GATEWAY, MONGO_URI, Account, wait_job
 from tests.support.gateway import TamperingGateway

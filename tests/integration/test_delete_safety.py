@@ -12,9 +12,9 @@ from app.errors import ConflictError
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
-from app.services import trash
-from app.services.retention import CleanupRequest, apply_retention
-from app.services.stats import backup_health
+from app.services.catalog import trash
+from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.services.catalog.stats import backup_health
 from tests.conftest import PG_DB, Account, pg_uri
 from tests.support.delete_cancel import (
     app_runner_paused,

@@ -21,15 +21,15 @@ from app.errors import AppError
 from app.models.backup import Backup, BackupStatus, VerificationState
 from app.models.job import BackupJob, JobStatus
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
-from app.services.backups import back_up
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner, Progress
-from app.services.recovery import sweep
-from app.services.restores import restore
+from app.services.databases.backup import back_up
+from app.services.databases.restore import restore
+from app.services.databases.verify import verify
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.recovery import sweep
+from app.services.jobs.runner import JobRunner, Progress
 from app.services.storage import LocalStorage
 from app.services.storage.base import StorageError
 from app.services.storage.s3 import S3Storage
-from app.services.verify import verify
 from tests.conftest import MONGO_URI, PG_URI, RUN, WORK, Account, pg_uri
 from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
 from tests.support.data import create_big_pg_database

@@ -14,7 +14,7 @@ from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, ScheduleKind
-from app.services.history import prune_history
+from app.services.jobs.history import prune_history
 from tests.conftest import Account
 
 pytestmark = pytest.mark.usefixtures("empty_catalog")

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.services.pipeline.stages import from_bytes
-from app.services.sources.mongodb import restore_archive
+from app.services.artifacts.stages import from_bytes
+from app.services.databases.mongodb.source import restore_archive
 from tests.conftest import (
     AGE_KEY_FILE,
     MONGO_DB,

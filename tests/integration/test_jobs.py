@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.models.job import BackupJob
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import submit_database_backup
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
+from app.services.databases.backup import submit_database_backup
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
 from tests.conftest import Account
 from tests.integration.test_faults import big, with_changes

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from app.config import Settings
 from app.models.backup import Backup
-from app.services.catalog_db import CatalogBusyError, SharedReads
+from app.services.catalog.db import CatalogBusyError, SharedReads
 from tests.conftest import MONGO_URI, WORK, Account, make_settings
 from tests.support.liveness import S3_ACCESS, S3_ENDPOINT, S3_SECRET, started
 from tests.support.proxy import CuttingProxy

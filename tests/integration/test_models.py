@@ -109,7 +109,7 @@ async def test_job_and_user_documents(app: FastAPI) -> None:
 
 
 async def test_starting_again_on_an_existing_catalog_keeps_its_indexes(app: FastAPI) -> None:
-    from app.services.catalog_db import ensure_indexes
+    from app.services.catalog.db import ensure_indexes
 
     before = await Backup.get_pymongo_collection().index_information()
     await ensure_indexes()  # what every later start does

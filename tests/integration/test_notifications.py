@@ -10,10 +10,10 @@ from app.config import Settings
 from app.models.backup import Backup, BackupStatus
 from app.models.job import BackupJob, JobKind, JobStatus
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import submit_database_backup
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
-from app.services.notify import job_listener
+from app.services.databases.backup import submit_database_backup
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner
+from app.services.ops.notify import job_listener
 from app.services.storage import LocalStorage
 from tests.conftest import PG_URI, Account
 from tests.support.receivers import HttpReceiver, MailBox, free_port

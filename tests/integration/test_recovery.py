@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
-from app.services.recovery import sweep
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.recovery import sweep
+from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
 
 

@@ -13,8 +13,8 @@ from app.config import Settings, SourceKind
 from app.models.backup import Backup
 from app.models.requests import RestoreRequest
 from app.models.user import User
-from app.services.jobs import Progress
-from app.services.restores import ProtectedDatabaseError, plan_restore, restore
+from app.services.databases.restore import ProtectedDatabaseError, plan_restore, restore
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 from tests.conftest import MONGO_DB, MONGO_URI, PG_DB, RUN, Account, pg_uri
 from tests.support.data import pg_snapshot

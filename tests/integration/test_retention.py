@@ -11,9 +11,9 @@ from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import back_up
-from app.services.jobs import Progress
-from app.services.retention import CleanupRequest, apply_retention
+from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.services.databases.backup import back_up
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 from tests.conftest import PG_DB, Account, pg_uri
 

@@ -7,12 +7,12 @@ from pydantic import SecretStr
 from app.config import Settings
 from app.models.backup import VerificationState
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
-from app.services.backups import back_up
-from app.services.jobs import Progress
-from app.services.pipeline.stages import collect
-from app.services.restores import restore
+from app.services.artifacts.stages import collect
+from app.services.databases.backup import back_up
+from app.services.databases.restore import restore
+from app.services.databases.verify import verify
+from app.services.jobs.runner import Progress
 from app.services.storage.s3 import S3Storage
-from app.services.verify import verify
 from tests.conftest import MONGO_DB, MONGO_URI, PG_DB, RUN, Account, pg_uri
 from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
 from tests.support.data import mongo_snapshot, pg_snapshot

@@ -12,10 +12,10 @@ from app.config import Settings
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, ScheduleKind
+from app.scheduler import schedules
 from app.scheduler.service import ScheduleService
-from app.services import schedules
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
 from tests.conftest import Account
 

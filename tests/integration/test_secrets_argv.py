@@ -19,10 +19,15 @@ from pydantic import SecretStr
 from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import BackupStatus
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import back_up
-from app.services.jobs import Progress
-from app.services.sources.base import DumpInfo
-from app.services.sources.postgres import Connection, PgDumpOptions, PgTools, PostgresSource
+from app.services.databases.backup import back_up
+from app.services.databases.base import DumpInfo
+from app.services.databases.postgres.source import (
+    Connection,
+    PgDumpOptions,
+    PgTools,
+    PostgresSource,
+)
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 from tests.conftest import PG_URI, RUN, WORK, Account, pg_uri
 from tests.support.data import create_big_pg_database

@@ -11,7 +11,7 @@ from app.config import Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.stats import HealthStatus
-from app.services.stats import backup_health, backup_stats
+from app.services.catalog.stats import backup_health, backup_stats
 from tests.conftest import Account
 
 pytestmark = pytest.mark.usefixtures("empty_catalog")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from app.services.pipeline.stages import collect, from_bytes
+from app.services.artifacts.stages import collect, from_bytes
 from app.services.storage import LocalStorage, Storage
 from app.services.storage.base import ObjectNotFound, StorageError
 from app.services.storage.s3 import MIN_PART, S3Storage, part_size_for

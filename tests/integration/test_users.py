@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from pymongo import MongoClient
 
 from app.models.user import Role, User, UserCreate
-from app.services import auth as auth_service
+from app.services.access import auth as auth_service
 from tests.conftest import MONGO_URI, TEST_PASSWORD, Account
 
 NEW_PASSWORD = "a-brand-new-long-password"

@@ -11,14 +11,14 @@ from app.config import Settings
 from app.models.backup import Backup, ContentEntry, VerificationState
 from app.models.job import JobKind, JobStatus
 from app.models.requests import RestoreRequest
-from app.services.artifact_read import IdentityMismatchError
-from app.services.handlers import JOB_HANDLERS
-from app.services.jobs import JobRunner, Progress
-from app.services.restores import plan_restore
-from app.services.sources.base import SourceError
-from app.services.sources.pg_archive import CopyRowCounter
+from app.services.artifacts.read import IdentityMismatchError
+from app.services.databases.base import SourceError
+from app.services.databases.postgres.archive import CopyRowCounter
+from app.services.databases.restore import plan_restore
+from app.services.databases.verify import verify
+from app.services.jobs.handlers import JOB_HANDLERS
+from app.services.jobs.runner import JobRunner, Progress
 from app.services.storage import LocalStorage
-from app.services.verify import verify
 from tests.conftest import RUN, Account, pg_uri
 from tests.support.data import pg_snapshot
 from tests.support.restore_safety import (

@@ -13,8 +13,8 @@ from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import Backup
 from app.models.job import BackupJob
 from app.models.requests import DatabaseBackupCreate
-from app.services.backups import back_up
-from app.services.jobs import Progress
+from app.services.databases.backup import back_up
+from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
 
 

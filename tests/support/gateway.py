@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from app.services.sources.cid import read_varint
+from app.services.content.formats.cid import read_varint
 
 
 def split_car(car: bytes) -> tuple[bytes, list[bytes]]:

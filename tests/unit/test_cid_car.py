@@ -6,10 +6,10 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from app.errors import InvalidInputError
-from app.services.sources.car import Block, CarError, CarReader, header_bytes, section_bytes
-from app.services.sources.cid import DAG_PB, RAW, SHA2_256, Cid, parse_cid, varint
-from app.services.sources.dag import DagError, DagWalk, verified_car
-from app.services.sources.unixfs import UnixFsType, decode_node, unixfs_type
+from app.services.content.formats.car import Block, CarError, CarReader, header_bytes, section_bytes
+from app.services.content.formats.cid import DAG_PB, RAW, SHA2_256, Cid, parse_cid, varint
+from app.services.content.formats.dag import DagError, DagWalk, verified_car
+from app.services.content.formats.unixfs import UnixFsType, decode_node, unixfs_type
 
 # "hello\n" as a CIDv1 raw leaf (`ipfs add --cid-version 1 --raw-leaves`).
 HELLO_V1 = "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"

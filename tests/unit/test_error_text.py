@@ -6,7 +6,7 @@ import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
 from app.errors import ConflictError
-from app.services.jobs import error_text
+from app.services.jobs.runner import error_text
 
 
 @pytest.mark.parametrize(("exc", "expected"), [

@@ -11,9 +11,9 @@ import pyrage
 import pytest
 
 from app.config import CompressionAlgorithm
-from app.services.pipeline.compress import compress, decompress
-from app.services.pipeline.encrypt import EncryptionError, decrypt, encrypt, load_identities
-from app.services.pipeline.stages import (
+from app.services.artifacts.compress import compress, decompress
+from app.services.artifacts.encrypt import EncryptionError, decrypt, encrypt, load_identities
+from app.services.artifacts.stages import (
     CHUNK,
     Digest,
     SizeLimitExceeded,
@@ -23,7 +23,7 @@ from app.services.pipeline.stages import (
     limited,
     rechunk,
 )
-from app.services.sources.postgres import _pipe, _whole_chunks
+from app.services.databases.postgres.source import _pipe, _whole_chunks
 
 PAYLOAD = b"".join(f"row {i} {'x' * (i % 50)} {os.urandom(8).hex()}\n".encode()
                    for i in range(60_000))

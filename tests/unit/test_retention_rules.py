@@ -6,7 +6,7 @@ from beanie import PydanticObjectId
 
 from app.config import RetentionSettings
 from app.models.backup import Backup, BackupStatus, Verification, VerificationState
-from app.services.retention import Decision, decide
+from app.services.catalog.retention import Decision, decide
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ADMIN = PydanticObjectId()

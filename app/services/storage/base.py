@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Protocol
 
 from app.errors import AppError, NotFoundError
-from app.services.pipeline.stages import Chunks
+from app.services.artifacts.stages import Chunks
 
 
 class StorageError(AppError):

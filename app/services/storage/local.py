@@ -10,7 +10,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.services.pipeline.stages import CHUNK, Chunks
+from app.services.artifacts.stages import CHUNK, Chunks
 from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
 PARTIAL = ".partial-"

@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
-from app.services.pipeline.stages import CHUNK, Chunks
+from app.services.artifacts.stages import CHUNK, Chunks
 from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
 MIN_PART = 5 * 1024 * 1024  # the S3 minimum for all parts but the last

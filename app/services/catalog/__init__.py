@@ -1,0 +1,1 @@
+"""The catalog: the database connection, queries, stats and reports, retention and the trash."""

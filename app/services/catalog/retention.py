@@ -1,0 +1,265 @@
+"""Retention: which backups go and why, and their removal (objects first, then the record).
+
+A good backup is completed or restored and has not failed verification. Per
+source, the newest `min_count` good backups and those a GFS rule selects are
+always kept; any other backup goes when it is past its own retentionDays or,
+for good ones, beyond the newest `max_count`. A pre-restore safety backup never
+counts toward its source's minimum, GFS or maximum: it goes by its own
+retentionDays only. A backup in the trash goes once it has been there `trash_days`.
+"""
+
+import zoneinfo
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+from pydantic import ConfigDict, Field
+
+from app.config import RetentionSettings, Settings
+from app.errors import AppError
+from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationState
+from app.models.common import ApiSchema, utcnow
+from app.models.content import ContentItem, ContentObject
+from app.services.databases.backup import remove_backup
+from app.services.jobs.runner import JobContext
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+
+class CleanupRequest(ApiSchema):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(default=False, description="answer what would go and why; "
+                                                     "delete nothing")
+    source: str | None = Field(default=None, min_length=1, max_length=63,
+                               description="only this source; default all")
+
+
+class RetentionItem(ApiSchema):
+    id: PydanticObjectId
+    source: str | None
+    status: BackupStatus
+    created_at: datetime
+    stored_bytes: int | None
+    reasons: list[str]
+
+
+class SourceRetention(ApiSchema):
+    source: str | None
+    good: int = Field(description="good backups before this run")
+    deleted: int
+    good_left: int
+
+
+class CleanupResult(ApiSchema):
+    dry_run: bool
+    evaluated_at: datetime
+    deleted: list[RetentionItem]
+    protected: list[RetentionItem] = Field(description="due to go but kept, with the rule "
+                                                       "that keeps them")
+    sources: list[SourceRetention]
+    deleted_count: int
+    freed_bytes: int
+    content_objects_deleted: list[str] = Field(
+        default=[], description="stored content no kept content backup references any more")
+    errors: list[str] = []
+
+
+def is_good(backup: Backup) -> bool:
+    return (backup.status in GOOD_STATUSES and backup.deleting_since is None
+            and backup.verification.state is not VerificationState.failed)
+
+
+def counts_for_source(backup: Backup) -> bool:
+    """A good backup that is one of its source's own (not a pre-restore safety copy)."""
+    return is_good(backup) and backup.safety_for is None
+
+
+# `counts_for_source` as a catalog query.
+GOOD_FILTER: dict[str, Any] = {
+    "status": {"$in": [s.value for s in GOOD_STATUSES]}, "deletingSince": None,
+    "verification.state": {"$ne": VerificationState.failed.value}, "safetyFor": None}
+
+
+def good_query(source: str | None) -> dict[str, Any]:
+    """The good backups of one source that count toward its minimum."""
+    return {"source": source, **GOOD_FILTER}
+
+
+def trash_reason(backup: Backup, policy: RetentionSettings, now: datetime) -> str | None:
+    """Why a backup in the trash goes now, or None while it stays undeletable."""
+    since = backup.deleted_at or backup.updated_at
+    if since + timedelta(days=policy.trash_days) > now:
+        return None
+    return (f"in the trash since {since:%Y-%m-%d %H:%M} UTC ({backup.deletion_reason}), "
+            f"longer than retention.trash_days = {policy.trash_days}")
+
+
+@dataclass
+class Decision:
+    delete: dict[PydanticObjectId, list[str]] = field(default_factory=dict)
+    protect: dict[PydanticObjectId, list[str]] = field(default_factory=dict)
+
+
+GFS_RULES: list[tuple[str, str, Callable[[datetime], Hashable]]] = [
+    ("keep_daily", "daily", lambda t: t.date()),
+    ("keep_weekly", "weekly", lambda t: t.isocalendar()[:2]),
+    ("keep_monthly", "monthly", lambda t: (t.year, t.month)),
+    ("keep_yearly", "yearly", lambda t: t.year),
+]
+
+
+def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
+           timezone: str = "UTC") -> Decision:
+    """The fate of one source's finished backups (pending ones are never passed in)."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    decision = Decision()
+    newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
+    good = [b for b in newest_first if counts_for_source(b)]
+    protect: dict[PydanticObjectId, list[str]] = {}
+
+    def keep(backup: Backup, reason: str) -> None:
+        assert backup.id is not None
+        protect.setdefault(backup.id, []).append(reason)
+
+    for backup in good[:policy.min_count]:
+        keep(backup, f"one of the newest {policy.min_count} good backups (minimum)")
+    for setting, label, bucket_of in GFS_RULES:
+        wanted: int = getattr(policy, setting)
+        seen: set[Hashable] = set()
+        for backup in good:
+            if len(seen) >= wanted:
+                break
+            bucket = bucket_of(backup.created_at.astimezone(zone))
+            if bucket not in seen:
+                seen.add(bucket)
+                keep(backup, f"GFS {label}: newest good backup of {bucket}")
+    for backup in newest_first:
+        assert backup.id is not None
+        reasons = []
+        if backup.deleting_since is not None:
+            reasons.append(f"finishing an interrupted deletion ({backup.deletion_reason})")
+        elif backup.status is BackupStatus.deleted:
+            # Undeletable for the whole grace period, whatever its own age.
+            if (why := trash_reason(backup, policy, now)) is not None:
+                decision.delete[backup.id] = [why]
+            continue
+        age_limit = backup.created_at + timedelta(days=backup.retention_days)
+        if age_limit <= now:
+            what = "good backup" if is_good(backup) else f"{backup.status.value} backup"
+            reasons.append(f"{what} past its retention of {backup.retention_days} days")
+        if counts_for_source(backup) and good.index(backup) >= policy.max_count:
+            reasons.append(f"beyond the newest {policy.max_count} good backups of its source")
+        if not reasons:
+            continue
+        if backup.id in protect and backup.deleting_since is None:
+            decision.protect[backup.id] = protect[backup.id]
+        else:
+            decision.delete[backup.id] = reasons
+    return decision
+
+
+def _item(backup: Backup, reasons: list[str]) -> RetentionItem:
+    assert backup.id is not None
+    return RetentionItem(id=backup.id, source=backup.source, status=backup.status,
+                         created_at=backup.created_at, stored_bytes=backup.stored_bytes,
+                         reasons=reasons)
+
+
+async def _finished_backups(source: str | None) -> dict[str | None, list[Backup]]:
+    query: dict[str, Any] = {"status": {"$ne": BackupStatus.pending.value}}
+    if source is not None:
+        query["source"] = source
+    by_source: dict[str | None, list[Backup]] = {}
+    async for backup in Backup.find(query):
+        by_source.setdefault(backup.source, []).append(backup)
+    return by_source
+
+
+async def unreferenced_content(going: set[PydanticObjectId], now: datetime,
+                               grace_seconds: float) -> list[ContentObject]:
+    """Content objects no content backup outside `going` references.
+
+    Objects used within the grace period are kept: a running backup may be about to
+    reference one it found already stored."""
+    referenced: set[str] = set()
+    async for raw in ContentItem.get_pymongo_collection().find({}, {"backupId": 1,
+                                                                   "objects": 1}):
+        if raw.get("backupId") not in going:
+            referenced.update(raw.get("objects") or [])
+    cutoff = now - timedelta(seconds=grace_seconds)
+    return [obj async for obj in ContentObject.find({"lastUsedAt": {"$lt": cutoff}})
+            if obj.address not in referenced]
+
+
+async def apply_retention(settings: Settings, storage: Storage, request: CleanupRequest,
+                          now: datetime | None = None) -> CleanupResult:
+    """Plan retention for every source (or one) and, unless a dry run, carry it out."""
+    now = now or utcnow()
+    deleted: list[RetentionItem] = []
+    protected: list[RetentionItem] = []
+    sources: list[SourceRetention] = []
+    errors: list[str] = []
+    for source, backups in sorted((await _finished_backups(request.source)).items(),
+                                  key=lambda kv: kv[0] or ""):
+        decision = decide(backups, settings.retention, now, settings.system.timezone)
+        by_id = {b.id: b for b in backups}
+        gone = removed = 0
+        for backup_id, reasons in decision.delete.items():
+            backup = by_id[backup_id]
+            reason = "; ".join(reasons)
+            if not request.dry_run:
+                try:
+                    await remove_backup(storage, backup, f"retention: {reason}")
+                except AppError as exc:
+                    errors.append(f"backup {backup_id}: {exc.message}")
+                    continue
+            deleted.append(_item(backup, reasons))
+            removed += 1
+            gone += counts_for_source(backup)
+        protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
+        good = sum(map(counts_for_source, backups))
+        sources.append(SourceRetention(source=source, good=good, deleted=removed,
+                                       good_left=good - gone))
+    garbage = await unreferenced_content({i.id for i in deleted}, now,
+                                         settings.limits.timeout_seconds)
+    gone_content = [o.address for o in garbage]
+    if not request.dry_run:
+        gone_content = []
+        for obj in garbage:
+            try:
+                await storage.delete(obj.storage_key)
+                await obj.delete()
+            except AppError as exc:
+                errors.append(f"content {obj.address}: {exc.message}")
+                continue
+            gone_content.append(obj.address)
+            log.info("content object deleted", address=obj.address,
+                     reason="no kept content backup references it")
+    result = CleanupResult(dry_run=request.dry_run, evaluated_at=now, deleted=deleted,
+                           content_objects_deleted=gone_content,
+                           protected=protected, sources=sources, deleted_count=len(deleted),
+                           freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors)
+    log.info("retention applied", dry_run=request.dry_run, deleted=len(deleted),
+             protected=len(protected), errors=len(errors))
+    return result
+
+
+def cleanup_request(params: dict[str, Any]) -> CleanupRequest:
+    """A cleanup job's request; a scheduled one's params also carry its fire time."""
+    return CleanupRequest.model_validate({k: v for k, v in params.items() if k != "fireTime"})
+
+
+async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
+    """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
+    request = cleanup_request(ctx.job.params)
+    ctx.progress.set_phase("cleanup")
+    result = await apply_retention(ctx.settings, ctx.storage, request)
+    if result.errors:
+        raise AppError(f"{len(result.errors)} deletion(s) failed: " + "; ".join(result.errors))
+    return result.model_dump(mode="json", by_alias=True)
+

@@ -1,0 +1,1 @@
+"""Content backups: IPFS (verified against CIDs) and Gaia, export and re-import."""

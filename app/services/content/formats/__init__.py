@@ -1,0 +1,1 @@
+"""Content formats: CID, CAR, dag-pb and UnixFS, checked block by block."""

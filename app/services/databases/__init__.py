@@ -1,0 +1,1 @@
+"""Database backups: dump, restore, verify and manifests; one folder per database kind."""

@@ -1,0 +1,251 @@
+"""One database backup run end to end: dump → compress → encrypt → SHA-256 → storage.
+
+The Backup record stays pending until the artifact and its manifest are durable;
+any failure removes what was written and leaves the record failed.
+"""
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+
+from app.config import Settings, SourceKind, SourceSettings
+from app.errors import ConflictError, InvalidInputError, NotFoundError
+from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
+from app.models.common import utcnow
+from app.models.content import ContentItem
+from app.models.job import CANCELLED_BY, BackupJob, JobKind, JobTrigger
+from app.models.requests import DatabaseBackupCreate
+from app.services.access.auth import system_user_id
+from app.services.artifacts.compress import compress
+from app.services.artifacts.encrypt import encrypt
+from app.services.artifacts.stages import (
+    Chunks,
+    Digest,
+    buffered,
+    counted,
+    from_bytes,
+    limited,
+    rechunk,
+    throttled,
+)
+from app.services.catalog.queries import update_backup
+from app.services.databases.base import DumpInfo, SourceError
+from app.services.databases.manifest import build_manifest, manifest_bytes, plan_artifact
+from app.services.databases.mongodb.source import DumpOptions, MongoSource
+from app.services.databases.postgres.source import PgDumpOptions, PgTools, PostgresSource
+from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+MB = 1024 * 1024
+KIND_OF_SOURCE = {SourceKind.postgres: BackupKind.postgres,
+                  SourceKind.mongodb: BackupKind.mongodb}
+
+
+def source_or_error(settings: Settings, name: str) -> SourceSettings:
+    source = settings.source(name)
+    if source is None:
+        known = ", ".join(s.name for s in settings.all_sources()) or "none"
+        raise InvalidInputError(f"Unknown source {name!r} (configured: {known})",
+                                [{"field": "source", "message": "unknown source"}])
+    if not source.enabled:
+        raise InvalidInputError(f"Source {name!r} is disabled")
+    return source
+
+
+def check_request(settings: Settings, body: DatabaseBackupCreate) -> SourceSettings:
+    """Refuse options that do not fit the source's kind, naming the field."""
+    source = source_or_error(settings, body.source)
+    wrong = []
+    if source.kind is SourceKind.mongodb:
+        wrong += [f for f, v in (("schemaOnly", body.schema_only), ("dataOnly", body.data_only),
+                                 ("tables", body.tables)) if v]
+    else:
+        wrong += [f for f, v in (("collections", body.collections),
+                                 ("allowPartial", body.allow_partial)) if v]
+    if wrong:
+        raise InvalidInputError(
+            f"{', '.join(wrong)} cannot be used with a {source.kind.value} source",
+            [{"field": f, "message": f"not for {source.kind.value} sources"} for f in wrong])
+    return source
+
+
+async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
+                                 requested_by: PydanticObjectId | None,
+                                 trigger: JobTrigger = JobTrigger.api,
+                                 backup_type: BackupType = BackupType.manual) -> BackupJob:
+    check_request(runner.settings, body)
+    params = {"request": body.model_dump(mode="json", by_alias=True),
+              "backupType": backup_type.value}
+    return await runner.submit(JobKind.database, params, source=body.source, trigger=trigger,
+                               requested_by=requested_by)
+
+
+def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Progress,
+           max_bytes: int | None = None, threads: int | None = None) -> Chunks:
+    """Plaintext → compression → age → size limit → SHA-256 (+ bandwidth cap), as stored."""
+    stream = compress(buffered(counted(plaintext, progress.add_read)),
+                      settings.compression.algorithm, settings.compression.chosen_level,
+                      settings.compression.threads if threads is None else threads)
+    if settings.encryption.enabled:
+        stream = encrypt(buffered(stream), list(settings.encryption.recipients))
+    stream = limited(buffered(stream), max_bytes or settings.limits.max_size_mb * MB)
+    stream = counted(digest.tap(stream), progress.add_written)
+    if settings.limits.bandwidth_mbps:
+        stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
+    return stream
+
+
+def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackupCreate,
+                info: DumpInfo, database: str | None = None) -> Chunks:
+    if source.kind is SourceKind.postgres:
+        pg = PostgresSource(source.uri.get_secret_value(), database or source.database,
+                            PgTools(settings.tools.pg_bin_dir))
+        return pg.dump(PgDumpOptions(schema_only=body.schema_only, data_only=body.data_only,
+                                     tables=body.tables), info)
+    mongo = MongoSource(source if database is None else
+                        source.model_copy(update={"database": database}))
+    return mongo.dump(DumpOptions(collections=body.collections,
+                                  allow_partial=body.allow_partial), info)
+
+
+async def run_database_backup(ctx: JobContext) -> dict[str, Any]:
+    """The `database` job handler."""
+    body = DatabaseBackupCreate.model_validate(ctx.job.params["request"])
+    backup_type = BackupType(ctx.job.params.get("backupType", BackupType.manual.value))
+    backup = await back_up(ctx.settings, ctx.storage, ctx.progress, body,
+                           admin=ctx.job.requested_by or await system_user_id(),
+                           backup_type=backup_type, job_id=ctx.job.id, attach=ctx.attach_backup)
+    return {"backupId": str(backup.id), "storedBytes": backup.stored_bytes,
+            "plaintextBytes": backup.plaintext_bytes, "sha256": backup.sha256,
+            "partial": bool(backup.error)}
+
+
+async def back_up(settings: Settings, storage: Storage, progress: Progress,
+                  body: DatabaseBackupCreate, *, admin: PydanticObjectId | None,
+                  backup_type: BackupType = BackupType.manual,
+                  job_id: PydanticObjectId | None = None, database: str | None = None,
+                  safety_for: PydanticObjectId | None = None, attach: Any = None) -> Backup:
+    """Dump one source to storage; returns the completed Backup or raises.
+
+    `database` overrides the source's own (a pre-restore safety backup of another database
+    on the source's server); `safety_for` names the backup whose restore it precedes."""
+    source = check_request(settings, body)
+    database_name = database or source.database_name()
+    # The id is made here so the record is written once, already naming its artifact.
+    backup_id, created = PydanticObjectId(), utcnow()
+    plan = plan_artifact(settings, source.name, source.kind, str(backup_id), created)
+    backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
+                    source=source.name, kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
+                    retention_days=body.retention_days or settings.retention.days,
+                    notes=body.notes, storage_backend=storage.name,
+                    options=body.model_dump(mode="json", by_alias=True,
+                                            exclude={"source", "notes", "retention_days"}),
+                    storage_key=plan.key, manifest_key=plan.manifest_key,
+                    format_chain=plan.format_chain, encrypted=plan.encrypted,
+                    recipients=plan.recipients, database=database_name, safety_for=safety_for)
+    await backup.insert()
+    if attach is not None:
+        await attach(backup.id)
+    info = DumpInfo()
+    digest = Digest()
+    started = time.monotonic()
+    try:
+        progress.set_phase("dumping")
+        stream = sealed(settings, rechunk(dump_stream(settings, source, body, info, database)),
+                        digest, progress)
+        async with asyncio.timeout(settings.limits.timeout_seconds):
+            stored = await storage.put(plan.key, stream)
+        progress.set_phase("recording")
+        duration_ms = int((time.monotonic() - started) * 1000)
+        partial = "; ".join(f"{name}: {err}" for name, err in sorted(info.errors.items()))
+        details = dict(
+            size_mb=round(stored / MB, 6), sha256=digest.hexdigest, stored_bytes=stored,
+            plaintext_bytes=progress.bytes_read, duration_ms=duration_ms,
+            server_version=info.server_version, tool_version=info.tool_version,
+            contents=info.contents, error=f"partial: {partial}" if partial else None)
+        for name, value in details.items():
+            setattr(backup, name, value)
+        backup.updated_at = utcnow()
+        await storage.put(plan.manifest_key,
+                          from_bytes(manifest_bytes(build_manifest(backup, database_name))))
+        # Durable now: flip the record in one update, unless the stuck-work sweep
+        # gave this backup up meanwhile (it removed the files).
+        if not await update_backup(backup, only_if={"status": BackupStatus.pending.value},
+                                   status=BackupStatus.completed, **details):
+            raise SourceError("The backup was given up as interrupted before it completed")
+        log.info("backup completed", backup_id=str(backup.id), source=source.name,
+                 stored_bytes=stored, duration_ms=duration_ms)
+        return backup
+    except BaseException as exc:
+        message = _failure_message(exc, settings)
+        await asyncio.shield(discard_backup(storage, backup, message))
+        if isinstance(exc, TimeoutError):
+            raise SourceError(message) from exc
+        raise
+
+
+def _failure_message(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"Backup timed out after {settings.limits.timeout_seconds} seconds"
+    if isinstance(exc, asyncio.CancelledError):
+        return "Backup interrupted: the service stopped"
+    return error_text(exc)
+
+
+async def discard_backup(storage: Storage, backup: Backup, message: str) -> None:
+    """Remove whatever a failed or abandoned backup wrote and mark its record failed.
+
+    If its job was cancelled, the cancellation (who) is the message, whatever stopped it."""
+    if backup.job_id is not None:
+        job = await BackupJob.get_pymongo_collection().find_one(
+            {"_id": backup.job_id}, {"cancelRequestedBy": 1})
+        if job and job.get("cancelRequestedBy"):
+            message = CANCELLED_BY + str(job["cancelRequestedBy"])
+    for key in filter(None, (backup.storage_key, backup.manifest_key)):
+        try:
+            await storage.discard_incomplete(key)
+            await storage.delete(key)
+        except Exception:
+            log.exception("could not remove a failed backup's object", key=key)
+    await update_backup(backup, status=BackupStatus.failed, error=message,
+                        notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
+    log.warning("backup failed", backup_id=str(backup.id), error=message)
+
+
+async def delete_backup(storage: Storage, backup_id: PydanticObjectId, reason: str) -> Backup:
+    """Remove a backup at once, without the API's safeguards (see app.services.trash)."""
+    backup = await Backup.get(backup_id)
+    if backup is None:
+        raise NotFoundError(f"Backup {backup_id} not found")
+    await remove_backup(storage, backup, reason)
+    return backup
+
+
+async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
+    """Mark the record, remove the stored object and manifest, then the record.
+
+    The mark lets the next retention run finish a removal that was cut short.
+    """
+    if backup.status is BackupStatus.pending:
+        raise ConflictError("A pending backup cannot be deleted while it is being written")
+    # A trashed backup is removed only if nobody undeleted it meanwhile.
+    still: Any = (BackupStatus.deleted.value if backup.status is BackupStatus.deleted
+                  else {"$ne": BackupStatus.pending.value})
+    marked = await Backup.get_pymongo_collection().update_one(
+        {"_id": backup.id, "status": still},
+        {"$set": {"deletingSince": backup.deleting_since or utcnow(),
+                  "deletionReason": backup.deletion_reason or reason}})
+    if marked.matched_count == 0:
+        raise NotFoundError(f"Backup {backup.id} not found (or no longer in the trash)")
+    for key in dict.fromkeys((backup.storage_key, backup.manifest_key)):
+        if key:
+            await storage.delete(key)
+    if backup.kind is BackupKind.content:
+        # The content objects stay until no kept backup references them (retention).
+        await ContentItem.find({"backupId": backup.id}).delete()
+    await backup.delete()
+    log.info("backup deleted", backup_id=str(backup.id), source=backup.source, reason=reason)

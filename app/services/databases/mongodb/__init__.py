@@ -1,0 +1,1 @@
+"""MongoDB: our own mongodump archive writer and reader, and restores."""

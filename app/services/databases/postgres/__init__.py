@@ -1,0 +1,1 @@
+"""PostgreSQL: pg_dump/pg_restore as subprocesses, metadata, archive reading."""

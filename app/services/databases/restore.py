@@ -1,0 +1,377 @@
+"""Restore a backup: plan (dry run), guards, checksum, pre-restore safety backup, restore,
+count check."""
+
+import asyncio
+import tempfile
+from contextlib import aclosing
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+from pydantic import PrivateAttr
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from app.config import Settings, SourceKind, SourceSettings
+from app.errors import AppError, ConflictError
+from app.models.backup import (
+    Backup,
+    BackupKind,
+    BackupStatus,
+    Verification,
+    VerificationState,
+)
+from app.models.common import ApiSchema, utcnow
+from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.services.access.auth import system_user_id
+from app.services.artifacts.read import (
+    HeaderState,
+    IdentityMismatchError,
+    check_header,
+    plaintext,
+    require_artifact,
+    stored_digest,
+)
+from app.services.artifacts.stages import Chunks, Digest, counted
+from app.services.catalog.queries import get_backup, update_backup
+from app.services.databases.backup import back_up, source_or_error
+from app.services.databases.base import SourceError
+from app.services.databases.mongodb.source import restore_archive
+from app.services.databases.postgres.source import PgTools, PostgresSource
+from app.services.jobs.runner import JobContext, Progress
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+SAFETY_RETENTION_DAYS = 7
+SYSTEM_DATABASES = {SourceKind.postgres: frozenset({"postgres", "template0", "template1"}),
+                    SourceKind.mongodb: frozenset({"admin", "local", "config"})}
+
+
+class ProtectedDatabaseError(AppError):
+    """The catalog, a system database or another source's database: never a target."""
+
+    status_code = 409
+    code = "protected_database"
+
+
+class ConfirmationRequiredError(AppError):
+    """A restore over existing data without `confirm` naming the target."""
+
+    status_code = 409
+    code = "confirmation_required"
+
+
+class PlanItem(ApiSchema):
+    name: str
+    count: int | None
+    bytes: int | None
+    action: str  # create | replace | conflict
+    existing_count: int | None = None
+
+
+class PlanVerification(ApiSchema):
+    state: VerificationState
+    checked_at: datetime | None
+    error: str | None = None
+
+
+class RestorePlan(ApiSchema):
+    backup_id: PydanticObjectId
+    source: str
+    kind: str
+    database: str | None  # the database the backup holds
+    target_database: str
+    target_exists: bool
+    drop_existing: bool
+    items: list[PlanItem]
+    conflicts: list[str]
+    extra_in_target: list[str]
+    backup_server_version: str | None
+    target_server_version: str | None
+    compatible: bool
+    warnings: list[str]
+    safety_backup: bool
+    artifact_ok: bool
+    identity_ok: bool | None  # None: the backup is not encrypted
+    verification: PlanVerification
+    confirmation_required: bool
+    _header: HeaderState = PrivateAttr(default=HeaderState.ok)
+    _header_problem: str = PrivateAttr(default="")
+
+    def refuse_conflicts(self) -> None:
+        if self.conflicts:
+            raise ConflictError(f"Target {self.target_database} already holds "
+                                f"{', '.join(self.conflicts)}; set dropExisting to replace them",
+                                {"conflicts": self.conflicts})
+
+    def refuse_unsafe(self, request: RestoreRequest) -> None:
+        """What a real restore must pass before anything is touched."""
+        self.refuse_conflicts()
+        if self.confirmation_required and request.confirm != self.target_database:
+            raise ConfirmationRequiredError(_confirm_message(self, request.confirm),
+                                            {"field": "confirm",
+                                             "expected": self.target_database})
+        if self._header in (HeaderState.mismatch, HeaderState.no_identity):
+            raise IdentityMismatchError(f"{self._header_problem}; a configuration error, "
+                                        "nothing was touched")
+        if not self.artifact_ok:
+            raise ConflictError("The backup cannot be restored as it is: "
+                                + "; ".join(self.warnings), {"artifactOk": False})
+
+
+def _confirm_message(plan: RestorePlan, given: str | None) -> str:
+    target = plan.target_database
+    if plan.drop_existing:
+        what = "drops and replaces existing objects (dropExisting)"
+    elif any(i.action == "replace" for i in plan.items):
+        what = "replaces existing objects"
+    else:
+        what = "adds to a database that already holds data"
+    wrong = f' ("confirm" was {given!r})' if given is not None else ""
+    return (f"Restoring into {target} {what}; this cannot be undone. To proceed, send "
+            f'"confirm": "{target}" in the request body (CLI: --confirm {target}){wrong}')
+
+
+def protected_reason(settings: Settings, source: SourceSettings, target: str) -> str | None:
+    """Why `target` can never be a restore target of `source`'s kind, if it cannot."""
+    # MongoDB refuses names differing only in case, so compare them folded.
+    fold = str.lower if source.kind is SourceKind.mongodb else str
+    name = fold(target)
+    if source.kind is SourceKind.mongodb and name == fold(settings.catalog.database):
+        return "it is Backvault's own catalog database"
+    if name in SYSTEM_DATABASES[source.kind]:
+        return f"it is a {source.kind.value} system database"
+    for other in settings.all_sources():
+        if other.name != source.name and other.kind is source.kind \
+                and fold(other.database_name()) == name:
+            return f"it is the database of source {other.name!r}"
+    return None
+
+
+def refuse_protected(settings: Settings, source: SourceSettings, target: str) -> None:
+    reason = protected_reason(settings, source, target)
+    if reason is not None:
+        raise ProtectedDatabaseError(
+            f"Refused to restore into {target}: {reason}. Restore into a new database "
+            "(targetDatabase) instead", {"targetDatabase": target, "reason": reason})
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int((version or "").split(".")[0].split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+async def _target_state(source: SourceSettings, settings: Settings,
+                        database: str) -> tuple[bool, str | None, dict[str, int]]:
+    """Whether the target exists, its server version and the counts of what it holds."""
+    if source.kind is SourceKind.postgres:
+        pg = PostgresSource(source.uri.get_secret_value(), source.database,
+                            PgTools(settings.tools.pg_bin_dir))
+        if not await pg.database_exists(database):
+            return False, await pg.server_version(), {}
+        described = await pg.describe(database)
+        return True, described["server_version"], described["counts"]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        source.uri.get_secret_value(), serverSelectionTimeoutMS=10_000)
+    try:
+        version = str((await client.admin.command("buildInfo")).get("version"))
+        names = [n for n in await client[database].list_collection_names()
+                 if not n.startswith("system.")]
+        counts = {n: await client[database][n].count_documents({}) for n in names}
+        return bool(names), version, counts
+    except PyMongoError as exc:
+        raise SourceError(f"Cannot inspect {database}: {exc}") from exc
+    finally:
+        await client.close()
+
+
+def _items(backup: Backup, counts: dict[str, int], kind: SourceKind,
+           drop_existing: bool) -> tuple[list[PlanItem], list[str]]:
+    items, conflicts = [], []
+    for entry in backup.contents:
+        existing = counts.get(entry.name)
+        if existing is None:
+            action = "create"
+        elif drop_existing:
+            action = "replace"
+        elif existing == 0 and kind is SourceKind.mongodb:
+            action = "create"
+        else:
+            action = "conflict"
+            conflicts.append(entry.name)
+        items.append(PlanItem(name=entry.name, count=entry.count, bytes=entry.bytes,
+                              action=action, existing_count=existing))
+    return items, conflicts
+
+
+async def _artifact_checks(settings: Settings, storage: Storage, backup: Backup,
+                           warnings: list[str]) -> tuple[bool, HeaderState, str]:
+    """Size, recorded verification and the age header: cheap, the object is not read whole.
+    Appends what is wrong to `warnings`."""
+    info = await storage.stat(require_artifact(backup))
+    ok = info is not None and info.size == backup.stored_bytes
+    if not ok:
+        warnings.append("the stored object is missing or its size differs from the catalog")
+    if backup.verification.state is VerificationState.failed:
+        ok = False
+        warnings.append(f"the backup failed verification: {backup.verification.error}")
+    header, problem = HeaderState.damaged, "the stored object is missing"
+    if info is not None:
+        header, problem = await check_header(storage, backup, settings)
+        if header is HeaderState.damaged:
+            ok = False
+        if problem:
+            warnings.append(problem)
+    if ok:
+        warnings.append("the stored object's SHA-256 is checked in full when the restore "
+                        "starts, before the target is touched")
+    return ok, header, problem
+
+
+async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
+                       request: RestoreRequest) -> RestorePlan:
+    """What a restore would do, touching nothing; refuses protected targets always, and
+    for a real restore (not dryRun) anything `RestorePlan.refuse_unsafe` refuses."""
+    require_artifact(backup)
+    if backup.kind is BackupKind.content:
+        raise ConflictError("A content backup is restored into IPFS with POST "
+                            f"/api/backups/{backup.id}/import, or exported with "
+                            "export.car (IPFS) and export.tar (Gaia)")
+    source = source_or_error(settings, backup.source or "")
+    target = request.target_database or backup.database or source.database_name()
+    refuse_protected(settings, source, target)
+    exists, target_version, counts = await _target_state(source, settings, target)
+    items, conflicts = _items(backup, counts, source.kind, request.drop_existing)
+    warnings = []
+    backup_major, target_major = _major(backup.server_version), _major(target_version)
+    compatible = True
+    if source.kind is SourceKind.postgres and backup_major and target_major \
+            and target_major < backup_major:
+        compatible = False
+        warnings.append(f"the backup comes from PostgreSQL {backup_major}; the target runs "
+                        f"{target_major}, and pg_restore into an older server may fail")
+    artifact_ok, header, problem = await _artifact_checks(settings, storage, backup, warnings)
+    plan = RestorePlan(
+        backup_id=backup.id, source=source.name, kind=source.kind.value,  # type: ignore[arg-type]
+        database=backup.database, target_database=target, target_exists=exists,
+        drop_existing=request.drop_existing, items=items, conflicts=conflicts,
+        extra_in_target=sorted(set(counts) - {e.name for e in backup.contents}),
+        backup_server_version=backup.server_version, target_server_version=target_version,
+        compatible=compatible, warnings=warnings,
+        safety_backup=request.safety_backup and exists and any(counts.values()),
+        artifact_ok=artifact_ok,
+        identity_ok=None if not backup.encrypted else header is HeaderState.ok,
+        verification=PlanVerification(state=backup.verification.state,
+                                      checked_at=backup.verification.checked_at,
+                                      error=backup.verification.error),
+        confirmation_required=request.drop_existing or bool(counts)
+        or any(i.action == "replace" for i in items))
+    plan._header, plan._header_problem = header, problem
+    if not request.dry_run:
+        plan.refuse_unsafe(request)
+    return plan
+
+
+async def _check_stored(storage: Storage, backup: Backup, progress: Progress) -> None:
+    """The whole stored object against the catalog's SHA-256, before anything is touched;
+    a mismatch proves damage, so it is recorded as a failed verification."""
+    progress.set_phase("checking", "reading the stored object to check its SHA-256")
+    digest = await stored_digest(storage, backup, progress.add_read)
+    if digest.hexdigest == backup.sha256 and digest.size == backup.stored_bytes:
+        return
+    message = ("SHA-256 of the stored object differs from the catalog: the backup is "
+               "damaged. Nothing was restored and no safety backup was taken")
+    await update_backup(backup, verification=Verification(
+        state=VerificationState.failed, checked_at=utcnow(), sha256_ok=False,
+        size_ok=digest.size == backup.stored_bytes, error=message))
+    raise ConflictError(message, {"backupId": str(backup.id)})
+
+
+async def _safety_backup(settings: Settings, storage: Storage, source: SourceSettings,
+                         backup: Backup, target: str,
+                         requested_by: PydanticObjectId | None) -> str:
+    """A backup of the target as it is, recorded as holding `target` (not the source's
+    own database) and as the safety backup of this restore."""
+    safety = await back_up(
+        settings, storage, Progress(),
+        DatabaseBackupCreate(source=source.name, retention_days=SAFETY_RETENTION_DAYS,
+                             notes=f"Pre-restore backup of {target} before restoring "
+                                   f"backup {backup.id}"),
+        admin=requested_by or await system_user_id(), database=target, safety_for=backup.id)
+    return str(safety.id)
+
+
+async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+                  request: RestoreRequest, progress: Progress,
+                  requested_by: PydanticObjectId | None) -> dict[str, Any]:
+    """Guards, checksum, safety backup, restore, count check; in that order."""
+    backup = await get_backup(backup_id)
+    plan = await plan_restore(settings, storage, backup,
+                              request.model_copy(update={"dry_run": False}))
+    source = source_or_error(settings, plan.source)
+    await _check_stored(storage, backup, progress)
+    safety_id = None
+    if plan.safety_backup:
+        progress.set_phase("safety backup", f"backing up {plan.target_database} first")
+        safety_id = await _safety_backup(settings, storage, source, backup,
+                                         plan.target_database, requested_by)
+    progress.set_phase("restoring", f"into {plan.target_database}")
+    digest = Digest()
+    raw = counted(digest.tap(storage.get(require_artifact(backup))), progress.add_read)
+    stream = plaintext(raw, backup, settings)
+    if source.kind is SourceKind.postgres:
+        counts = await _restore_postgres(settings, source, stream, digest, backup,
+                                         plan.target_database, request.drop_existing)
+    else:
+        report = await restore_archive(stream, source.uri.get_secret_value(),
+                                       plan.target_database, drop_existing=request.drop_existing)
+        if digest.hexdigest != backup.sha256:
+            raise SourceError("SHA-256 of the stored object differs from the catalog")
+        counts = report.verified_counts
+    expected = {c.name: c.count for c in backup.contents if c.count is not None}
+    mismatches = {name: {"expected": want, "restored": counts.get(name)}
+                  for name, want in expected.items() if counts.get(name) != want}
+    if mismatches:
+        raise SourceError(f"Restored counts differ from the backup's: {mismatches}", mismatches)
+    await update_backup(backup, status=BackupStatus.restored, restored_at=utcnow())
+    log.info("backup restored", backup_id=str(backup_id), target=plan.target_database,
+             safety_backup=safety_id)
+    # Names can hold dots, which not every server accepts as keys: a list, not a map.
+    return {"backupId": str(backup_id), "targetDatabase": plan.target_database,
+            "counts": [{"name": n, "count": c} for n, c in sorted(counts.items())],
+            "safetyBackupId": safety_id}
+
+
+async def _restore_postgres(settings: Settings, source: SourceSettings, stream: Chunks,
+                            digest: Digest, backup: Backup, database: str,
+                            drop_existing: bool) -> dict[str, int]:
+    """pg_restore -j needs a seekable file: spool the plaintext, check it, restore it."""
+    spool_dir = settings.storage.spool_dir or Path(tempfile.gettempdir())
+    await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
+    pg = PostgresSource(source.uri.get_secret_value(), source.database,
+                        PgTools(settings.tools.pg_bin_dir))
+    with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="backvault-restore-",
+                                     suffix=".pgdump") as spool:
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                await asyncio.to_thread(spool.write, chunk)
+        await asyncio.to_thread(spool.flush)
+        if digest.hexdigest != backup.sha256:
+            raise SourceError("SHA-256 of the stored object differs from the catalog; "
+                              "nothing was restored")
+        await pg.restore_file(Path(spool.name), database, drop_existing=drop_existing,
+                              jobs=max(1, settings.limits.max_concurrent_jobs))
+    counts: dict[str, int] = (await pg.describe(database))["counts"]
+    return counts
+
+
+async def run_restore(ctx: JobContext) -> dict[str, Any]:
+    """The `restore` job handler."""
+    assert ctx.job.backup_id is not None
+    request = RestoreRequest.model_validate(ctx.job.params)
+    return await restore(ctx.settings, ctx.storage, ctx.job.backup_id, request, ctx.progress,
+                         ctx.job.requested_by)

@@ -1,0 +1,180 @@
+"""Verify a stored backup: size and SHA-256 of the stored bytes, then (when it can be
+opened) decrypt, decompress and check the inner format."""
+
+from typing import Any
+
+import structlog
+from beanie import PydanticObjectId
+
+from app.config import Settings, SourceKind
+from app.models.backup import Backup, BackupKind, ContentEntry, Verification, VerificationState
+from app.models.common import utcnow
+from app.models.content import ContentItem, ContentObject
+from app.services.artifacts.read import (
+    HeaderState,
+    IdentityMismatchError,
+    can_open,
+    check_header,
+    plaintext,
+    require_artifact,
+    stored_digest,
+)
+from app.services.artifacts.stages import Chunks, Digest, counted, drain
+from app.services.catalog.queries import get_backup, update_backup
+from app.services.databases.mongodb.archive import NamespaceEnd, read_archive
+from app.services.databases.postgres.archive import check_pg_archive
+from app.services.databases.postgres.source import PgTools
+from app.services.jobs.runner import JobContext, Progress, error_text
+from app.services.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+
+async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
+                                progress: Progress) -> list[str]:
+    """Every object a content backup references: present, of its size and SHA-256."""
+    errors: list[str] = []
+    addresses: dict[str, None] = {}
+    async for item in ContentItem.find({"backupId": backup_id}):
+        addresses.update(dict.fromkeys(item.objects))
+    progress.items_total = len(addresses)
+    for address in addresses:
+        obj = await ContentObject.get(address)
+        if obj is None:
+            errors.append(f"{address}: not in the catalog")
+            continue
+        digest = Digest()
+        try:
+            await drain(counted(digest.tap(storage.get(obj.storage_key)), progress.add_read))
+        except Exception as exc:
+            errors.append(f"{address}: {error_text(exc)}")
+            continue
+        if digest.size != obj.stored_bytes or digest.hexdigest != obj.sha256:
+            errors.append(f"{address}: stored bytes differ from the recorded size or SHA-256")
+        progress.items_done += 1
+    return errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
+
+
+def _compare_tables(found: dict[str, int], expected: list[ContentEntry]) -> list[str]:
+    """Row counts in the archive against the manifest's, naming each table that differs.
+
+    A partitioned table's rows are dumped under its partitions, which the manifest does not
+    list: tables absent from the archive must add up to the unlisted ones."""
+    wanted = {c.name: c.count for c in expected if c.count is not None}
+    problems = [f"table {name}: {found[name]} rows in the archive, {want} in the manifest"
+                for name, want in wanted.items() if name in found and found[name] != want]
+    missing = {n: c for n, c in wanted.items() if n not in found and c}
+    unlisted = sum(c for n, c in found.items() if n not in wanted)
+    if missing and sum(missing.values()) != unlisted:
+        problems.append("no data in the archive for " + ", ".join(
+            f"table {n} ({c} rows in the manifest)" for n, c in missing.items()))
+    return problems
+
+
+async def _inner_check(stream: Chunks, kind: str | None, settings: Settings,
+                       expected: list[ContentEntry]) -> tuple[list[ContentEntry], list[str]]:
+    """Parse the plaintext; returns what it holds and how it differs from the manifest,
+    raises when it is malformed."""
+    if kind == SourceKind.mongodb.value:
+        found: list[ContentEntry] = []
+        async for event in read_archive(stream):
+            if isinstance(event, NamespaceEnd):
+                found.append(ContentEntry(name=event.summary.collection,
+                                          count=event.summary.count, bytes=event.summary.bytes))
+        wanted = {c.name: c.count for c in expected}
+        got = {c.name: c.count for c in found}
+        if wanted and wanted != got:
+            return found, [f"archive counts {got} differ from the catalog's {wanted}"]
+        return found, []
+    counts = await check_pg_archive(stream, PgTools(settings.tools.pg_bin_dir))
+    return ([ContentEntry(name=t, count=n) for t, n in counts.items()],
+            _compare_tables(counts, expected))
+
+
+async def _unopenable(storage: Storage, backup: Backup, result: Verification, problem: str,
+                      progress: Progress) -> list[str]:
+    """The configured identity cannot open the backup: a configuration error, unless the
+    stored bytes are damaged too. Raises when they are intact (nothing is recorded)."""
+    digest = await stored_digest(storage, backup, progress.add_read)
+    result.sha256_ok = digest.hexdigest == backup.sha256
+    if result.sha256_ok and result.size_ok:
+        log.warning("verify: identity cannot open the backup", backup_id=str(backup.id))
+        raise IdentityMismatchError(
+            f"{problem}. This is a configuration error: the backup is intact (size and "
+            "SHA-256 match) and its verification state is left as it was",
+            {"backupId": str(backup.id), "recipients": backup.recipients})
+    result.deep = False
+    return ["SHA-256 of the stored object differs from the recorded one",
+            f"and it cannot be opened: {problem}"]
+
+
+async def _check_artifact(settings: Settings, storage: Storage, backup: Backup,
+                          result: Verification, progress: Progress) -> list[str]:
+    """Read the whole object once: SHA-256, and when it can be opened, its contents."""
+    key = require_artifact(backup)
+    if result.deep:
+        header, problem = await check_header(storage, backup, settings)
+        if header in (HeaderState.mismatch, HeaderState.no_identity):
+            return await _unopenable(storage, backup, result, problem, progress)
+    errors: list[str] = []
+    digest = Digest()
+    raw = counted(digest.tap(storage.get(key)), progress.add_read)
+    progress.set_phase("verifying")
+    try:
+        if result.deep:
+            result.contents, problems = await _inner_check(
+                plaintext(raw, backup, settings), backup.kind.value if backup.kind else None,
+                settings, backup.contents)
+            errors += [f"content check failed: {p}" for p in problems]
+        else:
+            await drain(raw)
+    except Exception as exc:
+        errors.append(f"content check failed: {error_text(exc)}")
+        digest = Digest()
+        await drain(digest.tap(storage.get(key)))  # still report the checksum
+    result.sha256_ok = digest.hexdigest == backup.sha256
+    if not result.sha256_ok:
+        errors.insert(0, "SHA-256 of the stored object differs from the recorded one")
+    return errors
+
+
+async def verify(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+                 progress: Progress) -> Verification:
+    """Check one backup and record the outcome on it. An identity that cannot open an
+    intact backup raises IdentityMismatchError and records nothing."""
+    backup = await get_backup(backup_id)
+    key = require_artifact(backup)
+    result = Verification(deep=can_open(backup, settings), checked_at=utcnow())
+    errors: list[str] = []
+    info = await storage.stat(key)
+    result.size_ok = info is not None and info.size == backup.stored_bytes
+    if info is None:
+        errors.append(f"stored object {key} is missing")
+    elif not result.size_ok:
+        errors.append(f"stored size {info.size} differs from the recorded {backup.stored_bytes}")
+    if info is not None and backup.kind is BackupKind.content:
+        progress.set_phase("verifying")
+        digest = Digest()
+        await drain(counted(digest.tap(storage.get(key)), progress.add_read))
+        result.sha256_ok = digest.hexdigest == backup.sha256
+        if not result.sha256_ok:
+            errors.append("SHA-256 of the stored manifest differs from the recorded one")
+        assert backup.id is not None
+        errors += await check_content_objects(storage, backup.id, progress)
+    elif info is not None:
+        errors += await _check_artifact(settings, storage, backup, result, progress)
+    result.state = VerificationState.failed if errors else VerificationState.passed
+    result.error = "; ".join(errors) or None
+    await update_backup(backup, verification=result)
+    log.info("backup verified", backup_id=str(backup_id), state=result.state.value,
+             deep=result.deep, error=result.error)
+    return result
+
+
+async def run_verify(ctx: JobContext) -> dict[str, Any]:
+    """The `verify` job handler."""
+    assert ctx.job.backup_id is not None
+    result = await verify(ctx.settings, ctx.storage, ctx.job.backup_id, ctx.progress)
+    if result.state is VerificationState.failed:
+        raise ValueError(f"Verification failed: {result.error}")
+    return result.model_dump(mode="json", by_alias=True)

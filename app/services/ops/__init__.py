@@ -1,0 +1,1 @@
+"""Operating the service: the audit log, notifications and readiness."""

@@ -1,1 +1,0 @@
-"""Byte pipelines: async iterators of bytes through compression, encryption and digests."""

@@ -1,1 +1,0 @@
-"""Sources: what is backed up and restored (PostgreSQL, MongoDB)."""
