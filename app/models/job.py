@@ -18,7 +18,6 @@ class JobKind(StrEnum):
     verify = "verify"
     restore = "restore"
     cleanup = "cleanup"
-    export = "export"
     stats_report = "stats_report"
     health_check = "health_check"
     content_import = "content_import"
@@ -34,7 +33,6 @@ class JobTrigger(StrEnum):
     api = "api"
     cli = "cli"
     schedule = "schedule"
-    system = "system"
 
 
 class JobStatus(StrEnum):

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from app.config import Settings, SourceKind
+from app.config import Settings
 from app.errors import ConflictError, InvalidInputError, NotFoundError, validation_details
 from app.models.backup import BackupType
 from app.models.common import document_alias, utcnow
@@ -267,8 +267,7 @@ def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
         return list(schedule.sources)
     if schedule.kind is ScheduleKind.content:
         return [s.name for s in settings.content.sources] if settings.content.enabled else []
-    kinds = (SourceKind.postgres, SourceKind.mongodb)
-    return [s.name for s in settings.all_sources() if s.enabled and s.kind in kinds]
+    return [s.name for s in settings.all_sources() if s.enabled]
 
 
 def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> dict[str, Any]:

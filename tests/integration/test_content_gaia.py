@@ -22,8 +22,9 @@ from pymongo import AsyncMongoClient
 from app.config import Settings
 from app.models.content import ContentObject
 from app.services.content.gaia import address_of
-from tests.conftest import GAIA_HUB, MONGO_URI, RUN, Account, wait_job
-from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
+from tests.support.accounts import Account
+from tests.support.jobs import wait_job
+from tests.support.settings import GAIA_HUB, MONGO_URI, RUN, S3_ACCESS, S3_ENDPOINT, S3_SECRET
 
 BUCKET = f"gaia-{RUN}"
 READ_PREFIX = f"{S3_ENDPOINT}/{BUCKET}/"

@@ -17,13 +17,17 @@ from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
 from app.services.access.auth import system_user_id
 from app.services.catalog.retention import CleanupRequest, apply_retention
-from app.services.content.backup import back_up_content, list_items, outbound_for
+from app.services.content.backup import back_up_content
 from app.services.content.formats.car import CarReader
 from app.services.content.formats.cid import parse_cid
+from app.services.content.items import list_items
+from app.services.content.outbound import outbound_for
 from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
-from tests.conftest import IPFS_API, IPFS_GATEWAY, MONGO_URI, Account, wait_job
+from tests.support.accounts import Account
 from tests.support.gateway import TamperingGateway
+from tests.support.jobs import wait_job
+from tests.support.settings import IPFS_API, IPFS_GATEWAY, MONGO_URI
 
 
 async def kubo(path: str, **kwargs: Any) -> httpx.Response:

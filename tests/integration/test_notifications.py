@@ -15,8 +15,9 @@ from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
 from app.services.ops.notify import job_listener
 from app.services.storage import LocalStorage
-from tests.conftest import PG_URI, Account
+from tests.support.accounts import Account
 from tests.support.receivers import HttpReceiver, MailBox, free_port
+from tests.support.settings import PG_URI
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -1,14 +1,18 @@
 """Gaia content: read URLs from each hub's `hub_info`, files hashed as they stream, and
 the `.sig` signature file checked where one exists."""
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import httpx
 
 from app.config import ContentSettings
 from app.errors import InvalidInputError
+from app.services.artifacts.stages import rechunk
 from app.services.content.formats.cid import b58encode
 from app.services.content.ipfs import ItemFailed
 from app.services.content.outbound import FetchFailed, Outbound, capped
@@ -99,18 +103,39 @@ async def current_etag(outbound: Outbound, url: str) -> str | None:
         return etag
 
 
+class _HashingWriter:
+    """Writes a spool file and hashes what it writes; called from a worker thread."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.handle.write(data)
+        self.size += len(data)
+
+
+async def _spool_to(response: httpx.Response, spool: Path, max_bytes: int,
+                    url: str) -> _HashingWriter:
+    """Write the response body to spool, capped, hashing it; file work in a thread."""
+    handle = await asyncio.to_thread(spool.open, "wb")
+    try:
+        writer = _HashingWriter(handle)
+        async for chunk in rechunk(capped(response, max_bytes, url)):
+            await asyncio.to_thread(writer.write, chunk)
+        return writer
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
 async def download(outbound: Outbound, settings: ContentSettings, url: str, spool: Path,
                    prefixes: list[str]) -> GaiaFile:
     """Fetch url into spool (bounded by the size limit), hashing it; check its .sig."""
-    digest = hashlib.sha256()
-    size = 0
     async with outbound.stream("GET", url) as response:
         etag = response.headers.get("etag")
-        with spool.open("wb") as out:
-            async for chunk in capped(response, settings.max_file_size, url):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+        written = await _spool_to(response, spool, settings.max_file_size, url)
     signer = None
     try:
         async with outbound.stream("GET", url + ".sig") as response:
@@ -120,5 +145,7 @@ async def download(outbound: Outbound, settings: ContentSettings, url: str, spoo
             raise
     else:
         owner = gaia_path(url, prefixes).split("/", 1)[0] or None
-        signer = check_signature(sig_text, digest.digest(), owner)
-    return GaiaFile(url, size, digest.hexdigest(), etag, signer)
+        # ecdsa is pure Python: its first import and the check take milliseconds.
+        signer = await asyncio.to_thread(check_signature, sig_text, written.digest.digest(),
+                                         owner)
+    return GaiaFile(url, written.size, written.digest.hexdigest(), etag, signer)

@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -54,12 +53,6 @@ def cid_of_reference(reference: str) -> Cid:
         raise InvalidInputError(f"{reference[:100]!r}: paths inside a CID are not supported; "
                                 "name the CID itself")
     return parse_cid(text.strip("/"))
-
-
-@dataclass(frozen=True)
-class Attempt:
-    gateway: str
-    round: int
 
 
 async def with_gateways(settings: ContentSettings,
@@ -112,7 +105,7 @@ async def checked_blocks(car: Chunks, roots: set[Cid] | None = None) -> AsyncIte
     async for block in reader.blocks():
         if roots is not None and not roots.issuperset(reader.roots):
             raise CarError("stored CAR names other roots than recorded")
-        if not block.cid.matches(block.data):
+        if not await block.cid.matches_off_loop(block.data):
             raise CarError(f"stored block {block.cid} does not match its CID")
         yield section_bytes(block)
 

@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from app.config import Settings
 from app.errors import AppError
 from app.services.artifacts.stages import SizeLimitExceeded
 
@@ -97,3 +98,13 @@ async def capped(response: httpx.Response, max_bytes: int, what: str
         if total > max_bytes:
             raise SizeLimitExceeded(f"{what} is larger than the limit of {max_bytes} bytes")
         yield chunk
+
+
+def outbound_for(settings: Settings) -> Outbound:
+    """A client allowed to reach the configured gateways, hubs and Kubo APIs only."""
+    content = settings.content
+    allowed = [str(u) for u in [*content.ipfs_gateways, *content.gaia_hubs]]
+    allowed += [str(s.kubo_api) for s in content.sources if s.kubo_api]
+    if content.kubo_api:
+        allowed.append(str(content.kubo_api))
+    return Outbound(allowed, content.timeout_seconds)

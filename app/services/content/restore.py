@@ -1,7 +1,6 @@
 """Getting content back: a content backup as one CAR or as a tar of its Gaia files, and
 its IPFS items imported into a Kubo node, every block checked on the way."""
 
-import hashlib
 import tarfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +13,11 @@ from app.errors import ConflictError, InvalidInputError
 from app.models.backup import GOOD_STATUSES, Backup, BackupKind
 from app.models.content import ContentImportRequest, ContentItem, ContentObject, ItemStatus
 from app.services.artifacts.read import opened
+from app.services.artifacts.stages import Digest
 from app.services.catalog.queries import get_backup
 from app.services.content import ipfs
-from app.services.content.backup import outbound_for
 from app.services.content.formats.car import header_bytes
+from app.services.content.outbound import outbound_for
 from app.services.jobs.runner import JobContext, error_text
 from app.services.storage import Storage
 
@@ -83,14 +83,13 @@ async def tar_stream(settings: Settings, storage: Storage, items: list[ContentIt
         obj = await _object(item.address)
         name = item.path or item.reference.split("://", 1)[-1]
         yield _tar_header(name, obj.size)
-        digest, written = hashlib.sha256(), 0
-        async for chunk in opened(storage.get(obj.storage_key), obj.format_chain, settings):
-            digest.update(chunk)
-            written += len(chunk)
+        digest = Digest()  # hashes in a worker thread
+        async for chunk in digest.tap(opened(storage.get(obj.storage_key), obj.format_chain,
+                                             settings)):
             yield chunk
-        if digest.hexdigest() != item.sha256 or written != obj.size:
+        if digest.hexdigest != item.sha256 or digest.size != obj.size:
             raise ConflictError(f"stored copy of {item.reference} does not match its SHA-256")
-        yield b"\0" * (-written % TAR_BLOCK)
+        yield b"\0" * (-digest.size % TAR_BLOCK)
     yield b"\0" * (2 * TAR_BLOCK)
 
 

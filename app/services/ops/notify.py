@@ -52,19 +52,26 @@ def enabled(settings: NotificationSettings, event: Event) -> bool:
     return bool(settings.urls) and bool(getattr(settings, SWITCH[event]))
 
 
+def _sender(urls: list[str], message: Message) -> tuple[Any, Any]:
+    """An apprise sender for the URLs and the message type; blocking (import, plugins)."""
+    import apprise  # ~20 MB of plugins: loaded only by a process that notifies
+
+    sender = apprise.Apprise()
+    for url in urls:
+        if not sender.add(url):
+            log.warning("notification URL not understood by apprise", event=message.event)
+    return sender, apprise.NotifyType.FAILURE if message.failure else apprise.NotifyType.INFO
+
+
 async def send(settings: Settings, message: Message) -> bool:
     """Deliver to every URL; True when all took it. Never raises."""
     config = settings.notifications
     if not enabled(config, message.event):
         return False
-    import apprise  # ~20 MB of plugins: loaded only by a process that notifies
-
-    sender = apprise.Apprise()
-    for url in config.urls:
-        if not sender.add(url.get_secret_value()):
-            log.warning("notification URL not understood by apprise", event=message.event)
-    kind = apprise.NotifyType.FAILURE if message.failure else apprise.NotifyType.INFO
+    urls = [url.get_secret_value() for url in config.urls]
     try:
+        # The first import of apprise and of its plugins takes ~0.2 s: in a thread too.
+        sender, kind = await asyncio.to_thread(_sender, urls, message)
         delivered = await asyncio.wait_for(
             asyncio.to_thread(sender.notify, body=message.body, title=message.title,
                               notify_type=kind),

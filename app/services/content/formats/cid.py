@@ -4,6 +4,7 @@ Written out here rather than taken from a library: the block path checks one
 hash per block and only needs these few codecs and hash functions.
 """
 
+import asyncio
 import base64
 import hashlib
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ HASHES = {
     BLAKE2B_256: lambda data: hashlib.blake2b(data, digest_size=32).digest(),
     IDENTITY: lambda data: bytes(data),
 }
+# Hashing a block this small takes less time than handing it to a thread.
+INLINE_HASH_BYTES = 64 * 1024
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 B58_INDEX = {c: i for i, c in enumerate(B58)}
 
@@ -105,6 +108,12 @@ class Cid:
         """Whether data is the block this CID names."""
         digest = HASHES[self.hash_code](data)
         return bool(digest[:len(self.digest)] == self.digest)
+
+    async def matches_off_loop(self, data: bytes | memoryview) -> bool:
+        """matches(), hashing in a worker thread unless the block is small."""
+        if len(data) < INLINE_HASH_BYTES:
+            return self.matches(data)
+        return await asyncio.to_thread(self.matches, data)
 
 
 def read_cid(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[Cid, int]:

@@ -82,7 +82,7 @@ async def verified_car(chunks: Chunks, root: Cid, walk: DagWalk, max_bytes: int)
             continue  # a block linked twice may be sent twice
         if block.cid not in expected:
             raise DagError(f"the gateway sent block {block.cid}, which is not part of {root}")
-        if not block.cid.matches(block.data):
+        if not await block.cid.matches_off_loop(block.data):
             raise DagError(f"block {block.cid} does not match its CID (corrupted in transit "
                            "or by the gateway)")
         expected.discard(block.cid)
