@@ -46,7 +46,7 @@ from app.services.jobs.runner import JobRunner
 from app.services.jobs.runner import Progress as JobProgress
 from app.services.ops import audit as audit_service
 from app.services.ops.notify import job_listener
-from app.services.storage import storage_from_settings
+from app.services.storage import targets_from_settings
 
 app = typer.Typer(help="Backvault: backups of PostgreSQL, MongoDB, IPFS and Gaia.",
                   no_args_is_help=True)
@@ -65,9 +65,10 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
         settings = get_settings()
         configure_logging(settings.system.log_level)
         client = await open_catalog(settings)
-        storage = storage_from_settings(settings)
-        await storage.prepare()
-        runner = JobRunner(settings, storage, JOB_HANDLERS, runs_own_jobs=True)
+        targets = targets_from_settings(settings)
+        await targets.prepare()
+        runner = JobRunner(settings, targets.default, JOB_HANDLERS, runs_own_jobs=True,
+                           targets=targets)
         runner.finish_listeners.append(job_listener(settings))
         try:
             return await work(settings, runner)
@@ -202,6 +203,41 @@ def list_backups(source: str | None = None, status: str | None = None,
     _run(work)
 
 
+@app.command()
+def files(target: Annotated[str | None, typer.Option(
+              help="storage target (default: the default target)")] = None,
+          prefix: str = "", limit: int = 1000) -> None:
+    """Objects on one storage target, by key."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        storage = runner.targets.named(target)
+        table = Table("key", "size", "modified")
+        shown = 0
+        async for info in storage.list_objects(prefix):
+            table.add_row(info.key, str(info.size), str(info.modified or ""))
+            shown += 1
+            if shown >= limit:
+                break
+        out.print(table)
+        out.print(f"{shown} objects on target {target or runner.targets.default_name}")
+        return 0
+
+    _run(work)
+
+
+@app.command()
+def targets() -> None:
+    """The configured storage targets (the default marked) and where each is."""
+
+    async def work(settings: Settings, runner: JobRunner) -> int:
+        for name, store in runner.targets.stores.items():
+            mark = " (default)" if name == runner.targets.default_name else ""
+            out.print(f"{name}{mark}: {store.name} {store.describe('KEY').removesuffix('KEY')}")
+        return 0
+
+    _run(work)
+
+
 async def _backup_id(text: str) -> PydanticObjectId:
     """A whole backup id, or the unique backup whose id ends with `text` (as `list` shows)."""
     if PydanticObjectId.is_valid(text):
@@ -242,7 +278,7 @@ def restore(backup_id: str, target_database: str | None = None, drop_existing: b
                                  dry_run=dry_run, safety_backup=not no_safety_backup,
                                  confirm=confirm)
         backup = await catalog.get_backup(await _backup_id(backup_id))
-        plan = await plan_restore(settings, runner.storage, backup, request)
+        plan = await plan_restore(settings, runner.targets, backup, request)
         if dry_run:
             out.print_json(plan.model_dump_json(by_alias=True))
             return 0
@@ -274,7 +310,7 @@ def cleanup(dry_run: Annotated[bool, typer.Option(help="show what would go; dele
     async def work(settings: Settings, runner: JobRunner) -> int:
         request = CleanupRequest(dry_run=dry_run, source=source)
         if dry_run:
-            _print_cleanup(await apply_retention(settings, runner.storage, request))
+            _print_cleanup(await apply_retention(settings, runner.targets, request))
             return 0
         job = await runner.submit(JobKind.cleanup, request.model_dump(mode="json", by_alias=True),
                                   source=source, trigger=JobTrigger.cli)
@@ -293,9 +329,11 @@ def serve(host: str | None = None, port: int | None = None, reload: bool = False
     settings = get_settings()
     configure_logging(settings.system.log_level)
     # log_config=None: uvicorn's lines go through our JSON handler, not its plain text ones.
+    proxies = settings.system.trusted_proxies
     uvicorn.run("app.main:create_app", factory=True, host=host or settings.system.host,
                 port=port or settings.system.port, reload=reload, log_level="warning",
-                log_config=None)
+                log_config=None, proxy_headers=proxies is not None,
+                forwarded_allow_ips=proxies or "")
 
 
 @users.command("create")

@@ -68,6 +68,10 @@ class SystemSettings(Group):
     # A running job's replica renews its lease every second; a job whose lease has
     # lapsed this long is interrupted and retried by another replica.
     lease_seconds: float = Field(default=30.0, ge=2, le=3600)
+    # Reverse proxies whose X-Forwarded-For / -Proto are believed (comma-separated
+    # addresses, as uvicorn's forwarded_allow_ips). Empty: none, so a client cannot pick
+    # the address that login throttling and the audit log see.
+    trusted_proxies: Annotated[str | None, BeforeValidator(_empty_as_none)] = None
 
 
 class CatalogSettings(Group):
@@ -83,6 +87,8 @@ class SourceSettings(Group):
     uri: SecretStr
     database: str | None = None
     enabled: bool = True
+    # Storage targets each backup of this source is copied to after it is written.
+    copy_targets: list[str] = []
 
     @model_validator(mode="after")
     def _uri_matches_kind(self) -> "SourceSettings":
@@ -114,23 +120,79 @@ class StorageBackend(StrEnum):
     s3 = "s3"
 
 
-class StorageSettings(Group):
-    backend: StorageBackend = StorageBackend.local
-    local_dir: Path = Path("./backups")
+TargetName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class S3Fields(Group):
+    """Where and how an S3 target is reached."""
+
     s3_bucket: str | None = None
     s3_region: str = "us-east-1"
     s3_endpoint_url: Annotated[HttpUrl | None, BeforeValidator(_empty_as_none)] = None
     s3_access_key: SecretStr | None = None
     s3_secret_key: SecretStr | None = None
     s3_prefix: str = "backvault"
+
+
+class StorageTargetSettings(S3Fields):
+    """One named place backups are written to or copied to."""
+
+    name: TargetName
+    kind: StorageBackend
+    local_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "StorageTargetSettings":
+        if self.kind is StorageBackend.s3 and not self.s3_bucket:
+            raise ValueError(f"storage target {self.name!r} (s3) needs s3_bucket")
+        if self.kind is StorageBackend.local and self.local_dir is None:
+            raise ValueError(f"storage target {self.name!r} (local) needs local_dir")
+        return self
+
+
+class StorageSettings(S3Fields):
+    # Named targets (JSON list); empty: the single backend below is one target named
+    # after it ("local" or "s3"), which is also what records without a target map to.
+    targets: list[StorageTargetSettings] = []
+    default_target: Annotated[TargetName | None, BeforeValidator(_empty_as_none)] = None
+    # Transient storage errors (timeouts, resets, 5xx, SlowDown) are retried this often.
+    retries: int = Field(default=4, ge=0, le=20)
+    retry_base_seconds: float = Field(default=0.5, gt=0, le=60)
+    backend: StorageBackend = StorageBackend.local
+    local_dir: Path = Path("./backups")
     # Restores spool here (pg_restore -j needs a seekable file); backups never do.
     spool_dir: Annotated[Path | None, BeforeValidator(_empty_as_none)] = None
 
     @model_validator(mode="after")
     def _s3_complete(self) -> "StorageSettings":
-        if self.backend is StorageBackend.s3 and not self.s3_bucket:
+        if self.backend is StorageBackend.s3 and not self.s3_bucket and not self.targets:
             raise ValueError("storage.backend is s3 but storage.s3_bucket is not set")
+        names = [t.name for t in self.targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"storage target names must be unique: {', '.join(duplicates)}")
+        if self.default_target and self.default_target not in self.target_names():
+            raise ValueError(f"storage.default_target {self.default_target!r} is not a "
+                             f"configured target ({', '.join(self.target_names())})")
         return self
+
+    def target_list(self) -> list[StorageTargetSettings]:
+        """The configured targets, or the legacy single backend as one target."""
+        if self.targets:
+            return list(self.targets)
+        backend = StorageBackend(self.backend)  # model_copy may have set a plain string
+        return [StorageTargetSettings(
+            name=backend.value, kind=backend, local_dir=self.local_dir,
+            s3_bucket=self.s3_bucket, s3_region=self.s3_region,
+            s3_endpoint_url=self.s3_endpoint_url, s3_access_key=self.s3_access_key,
+            s3_secret_key=self.s3_secret_key, s3_prefix=self.s3_prefix)]
+
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.target_list()]
+
+    @property
+    def default_name(self) -> str:
+        return self.default_target or self.target_list()[0].name
 
 
 class CompressionAlgorithm(StrEnum):
@@ -376,6 +438,12 @@ class Settings(BaseSettings):
                     for s in self.all_sources()):
                 raise ValueError(f"content source {source.name!r}: mongo_source "
                                  f"{source.mongo_source!r} is not a configured MongoDB source")
+        targets = set(self.storage.target_names())
+        for src in self.sources:
+            unknown = [t for t in src.copy_targets if t not in targets]
+            if unknown:
+                raise ValueError(f"source {src.name!r}: copy_targets {', '.join(unknown)} "
+                                 f"are not configured storage targets")
         if self.system.environment is not Environment.development:
             self._refuse_placeholders()
         return self
@@ -387,6 +455,9 @@ class Settings(BaseSettings):
             "BACKUP_STORAGE__S3_ACCESS_KEY": self.storage.s3_access_key,
             "BACKUP_STORAGE__S3_SECRET_KEY": self.storage.s3_secret_key,
         }
+        for target in self.storage.targets:
+            named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_access_key"] = target.s3_access_key
+            named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_secret_key"] = target.s3_secret_key
         bad = [name for name, value in named.items() if is_placeholder(value)]
         if len(self.auth.jwt_secret.get_secret_value()) < 32:
             bad.append("BACKUP_AUTH__JWT_SECRET (needs at least 32 characters)")

@@ -20,7 +20,7 @@ from app.services.catalog.db import open_catalog
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
 from app.services.ops.notify import job_listener
-from app.services.storage import storage_from_settings
+from app.services.storage import targets_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -32,9 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.system.log_level)
         app.state.mongo = await open_catalog(settings)
-        app.state.storage = storage_from_settings(settings)
-        await app.state.storage.prepare()
-        runner = JobRunner(settings, app.state.storage, JOB_HANDLERS)
+        targets = targets_from_settings(settings)
+        await targets.prepare()
+        app.state.storage = targets.default  # content objects stay on the default target
+        runner = JobRunner(settings, targets.default, JOB_HANDLERS, targets=targets)
         runner.finish_listeners.append(job_listener(settings))
         app.state.runner = runner
         created = await bootstrap_superadmin(settings)

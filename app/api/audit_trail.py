@@ -28,7 +28,12 @@ log = structlog.get_logger(__name__)
 AUDITED_PREFIXES = ("/api/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATH = "/api/auth/token"
-WRITE_TIMEOUT_SECONDS = 10.0
+WRITE_TIMEOUT_SECONDS = 30.0
+# Query parameters the API defines; any other one's value is not recorded (it could be
+# a credential under any name: jwt, sig, uri, code ...).
+KNOWN_PARAMS = frozenset({"page", "limit", "status", "type", "kind", "source", "from", "to",
+                          "wait", "force", "reason", "prefix", "format", "dryRun", "deep",
+                          "target", "user", "action", "outcome"})
 SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|credential|signature|session|cookie"
                          r"|otp|identity", re.IGNORECASE)
 REDACTED = "<redacted>"
@@ -47,12 +52,13 @@ def clean(value: Any, limit: int = MAX_VALUE) -> str:
 
 
 def target_of(scope: Scope) -> dict[str, str]:
-    """Path parameters, plus query parameters with secret-looking ones redacted."""
+    """Path parameters, plus query parameters: the API's own shown, any other redacted."""
     target: dict[str, str] = {}
     query = scope.get("query_string", b"").decode("latin-1")
     for name, value in parse_qsl(query, keep_blank_values=True)[:MAX_PARAMS]:
         key = clean(name, 64)
-        shown = REDACTED if SECRET_NAME.search(key) else clean(value)
+        secret = key not in KNOWN_PARAMS or SECRET_NAME.search(key)
+        shown = REDACTED if secret else clean(value)
         target[key] = f"{target[key]},{shown}"[:MAX_VALUE] if key in target else shown
     for name, value in (scope.get("path_params") or {}).items():
         target[clean(name, 64)] = clean(value)

@@ -6,7 +6,15 @@ from beanie import PydanticObjectId
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import AdminUser, CurrentUser, RunnerDep, SettingsDep, StorageDep, SuperUser
+from app.api.deps import (
+    AdminUser,
+    CurrentUser,
+    RunnerDep,
+    SettingsDep,
+    StorageDep,
+    SuperUser,
+    TargetsDep,
+)
 from app.config import ContentType, public_view
 from app.errors import InvalidInputError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
@@ -98,7 +106,7 @@ async def schedule_status(settings: SettingsDep, _: CurrentUser) -> list[Schedul
 @router.post("/cleanup", response_model=JobOut | CleanupResult,
              status_code=status.HTTP_202_ACCEPTED)
 async def cleanup(body: CleanupRequest, user: AdminUser, runner: RunnerDep,
-                  storage: StorageDep, settings: SettingsDep, response: Response,
+                  targets: TargetsDep, settings: SettingsDep, response: Response,
                   wait: Annotated[bool, Query(description="answer when done")] = False
                   ) -> JobOut | CleanupResult:
     """Apply retention (admin). A dry run answers at once with what would go and why."""
@@ -106,20 +114,27 @@ async def cleanup(body: CleanupRequest, user: AdminUser, runner: RunnerDep,
         backups.source_or_error(settings, body.source)
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
-        return await apply_retention(settings, storage, body)
+        return await apply_retention(settings, targets, body)
     job = await runner.submit(JobKind.cleanup, body.model_dump(mode="json", by_alias=True),
                               source=body.source, requested_by=user.id)
     return await _job_response(job, runner, wait, response)
 
 
 @router.get("/files", response_model=list[StoredFile])
-async def stored_files(storage: StorageDep, _: CurrentUser,
+async def stored_files(targets: TargetsDep, _: CurrentUser,
                        prefix: Annotated[str, Query(max_length=512)] = "",
-                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[StoredFile]:
-    """Objects in backup storage, by key."""
+                       limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                       target: Annotated[str | None, Query(
+                           max_length=63, description="storage target; default: the "
+                                                      "default target")] = None,
+                       ) -> list[StoredFile]:
+    """Objects on one storage target, by key."""
+    storage = targets.named(target)
+    name = target or targets.default_name
     files = []
     async for info in storage.list_objects(prefix):
-        files.append(StoredFile(key=info.key, size=info.size, modified=info.modified))
+        files.append(StoredFile(key=info.key, size=info.size, modified=info.modified,
+                                target=name))
         if len(files) >= limit:
             break
     return files
@@ -143,7 +158,7 @@ async def get_backup(backup_id: PydanticObjectId, _: CurrentUser) -> BackupOut:
 
 @router.delete("/{backup_id}", response_model=BackupOut)
 async def delete_backup(
-        backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+        backup_id: PydanticObjectId, targets: TargetsDep, settings: SettingsDep,
         user: SuperUser,
         force: Annotated[bool, Query(description="delete below retention.min_count, or "
                                                  "remove a trashed backup now")] = False,
@@ -152,7 +167,7 @@ async def delete_backup(
 ) -> BackupOut:
     """Move a backup to the trash (superadmin); below the minimum only with force and reason."""
     return BackupOut.model_validate(await trash.delete_backup(
-        settings, storage, backup_id, user.username, force=force, reason=reason))
+        settings, targets, backup_id, user.username, force=force, reason=reason))
 
 
 @router.post("/{backup_id}/undelete", response_model=BackupOut)
@@ -242,14 +257,14 @@ async def import_content(backup_id: PydanticObjectId, body: ContentImportRequest
 @router.post("/{backup_id}/restore", response_model=JobOut | RestorePlan,
              status_code=status.HTTP_202_ACCEPTED)
 async def restore_backup(backup_id: PydanticObjectId, body: RestoreRequest, user: SuperUser,
-                         runner: RunnerDep, storage: StorageDep, settings: SettingsDep,
+                         runner: RunnerDep, targets: TargetsDep, settings: SettingsDep,
                          response: Response,
                          wait: Annotated[bool, Query(description="answer when done")] = False
                          ) -> JobOut | RestorePlan:
     """Restore into the source's database or another one (superadmin). A dry run answers
     the plan at once and touches nothing."""
     backup = await catalog.get_backup(backup_id)
-    plan = await restores.plan_restore(settings, storage, backup, body)
+    plan = await restores.plan_restore(settings, targets, backup, body)
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
         return plan

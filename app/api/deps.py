@@ -11,7 +11,7 @@ from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
 from app.services.access.auth import decode_token, user_for_claims
 from app.services.jobs.runner import JobRunner
-from app.services.storage import Storage
+from app.services.storage import Storage, StorageTargets
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
@@ -61,3 +61,12 @@ def get_storage(request: Request) -> Storage:
 
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+def get_targets(request: Request) -> StorageTargets:
+    """Every named storage target (the runner's, so jobs and requests agree)."""
+    targets: StorageTargets = request.app.state.runner.targets
+    return targets
+
+
+TargetsDep = Annotated[StorageTargets, Depends(get_targets)]

@@ -41,7 +41,7 @@ async def healthz(request: Request) -> HealthOut:
 async def readyz(request: Request) -> ReadyOut:
     """Readiness: the catalog answers a ping and the storage a cheap check (2 s each)."""
     state = request.app.state
-    checks = await readiness(state.mongo, state.storage)
+    checks = await readiness(state.mongo, state.runner.targets)
     if not checks["ready"]:
         raise NotReadyError(checks)
     return ReadyOut()

@@ -110,6 +110,18 @@ class Verification(BaseModel):
     error: str | None = None
 
 
+class BackupCopy(BaseModel):
+    """A copy of the artifact and manifest on another storage target (same keys)."""
+
+    model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True)
+
+    target: str
+    sha256: str | None = None
+    stored_bytes: int | None = None
+    copied_at: datetime | None = None
+    verification: Verification = Verification()
+
+
 class Backup(Document):
     """One backup artifact and its catalog state."""
 
@@ -132,6 +144,9 @@ class Backup(Document):
     kind: BackupKind | None = None
     job_id: PydanticObjectId | None = None
     storage_backend: str | None = None
+    # The named storage target written to; None on older records (their backend names it).
+    storage_target: str | None = None
+    copies: list[BackupCopy] = []
     storage_key: str | None = None
     manifest_key: str | None = None
     format_chain: list[str] = []
@@ -190,6 +205,8 @@ class BackupOut(ApiSchema):
     kind: BackupKind | None
     job_id: PydanticObjectId | None
     storage_backend: str | None
+    storage_target: str | None = None
+    copies: list[BackupCopy] = []
     storage_key: str | None
     manifest_key: str | None
     format_chain: list[str]

@@ -25,6 +25,9 @@ class DatabaseBackupCreate(ApiSchema):
                                 "is recorded instead of failing the backup")
     notes: Notes = None
     retention_days: RetentionDays | None = None
+    copy_targets: list[Annotated[str, Field(max_length=63)]] = Field(
+        default=[], max_length=16, description="storage targets to copy the backup to, "
+                                               "besides the source's own copy targets")
 
     @model_validator(mode="after")
     def _one_mode(self) -> "DatabaseBackupCreate":

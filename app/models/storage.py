@@ -9,3 +9,4 @@ class StoredFile(ApiSchema):
     key: str
     size: int
     modified: datetime | None
+    target: str | None = None  # the storage target listed

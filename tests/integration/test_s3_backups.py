@@ -13,9 +13,18 @@ from app.services.databases.restore import restore
 from app.services.databases.verify import verify
 from app.services.jobs.runner import Progress
 from app.services.storage.s3 import S3Storage
-from tests.conftest import MONGO_DB, MONGO_URI, PG_DB, RUN, Account, pg_uri
-from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
+from tests.support.accounts import Account
 from tests.support.data import mongo_snapshot, pg_snapshot
+from tests.support.settings import (
+    MONGO_DB,
+    MONGO_URI,
+    PG_DB,
+    RUN,
+    S3_ACCESS,
+    S3_ENDPOINT,
+    S3_SECRET,
+    pg_uri,
+)
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

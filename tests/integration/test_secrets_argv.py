@@ -29,8 +29,9 @@ from app.services.databases.postgres.source import (
 )
 from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
-from tests.conftest import PG_URI, RUN, WORK, Account, pg_uri
+from tests.support.accounts import Account
 from tests.support.data import create_big_pg_database
+from tests.support.settings import PG_URI, RUN, WORK, pg_uri
 
 PG_TOOLS = ("pg_dump", "pg_restore", "psql")
 ROWS = 150_000  # about 15 MB of dump: a throttled backup keeps pg_dump alive for seconds
@@ -151,7 +152,10 @@ async def test_restore_password_stays_out_of_argv(
     await conn.close()
 
 
-async def test_secret_parameters_leave_the_argument_uri() -> None:
+async def test_secret_parameters_leave_the_argument_uri(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The service's own secrets are in its environment; the tools inherit none of them.
+    monkeypatch.setenv("BACKUP_AUTH__JWT_SECRET", "service-jwt-secret")
     conn = Connection.parse("postgresql://u:p%40ss@db.example:5433/shop?sslmode=require"
                             "&sslpassword=key-pass&passfile=/run/pgpass&application_name=bv")
     assert conn.uri == ("postgresql://u@db.example:5433/shop?sslmode=require"
@@ -166,6 +170,7 @@ async def test_secret_parameters_leave_the_argument_uri() -> None:
         service = Path(env["PGSERVICEFILE"])
         assert stat.S_IMODE(service.stat().st_mode) == 0o600
         assert "sslpassword=key-pass" in service.read_text()
+        assert not any(name.startswith("BACKUP_") for name in env)
     assert not service.exists()
     copy = conn.for_database("shop_copy")
     assert copy.uri.startswith("postgresql://u@db.example:5433/shop_copy?")

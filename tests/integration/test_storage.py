@@ -13,10 +13,8 @@ from app.services.storage import LocalStorage, Storage
 from app.services.storage.base import ObjectNotFound, StorageError
 from app.services.storage.s3 import MIN_PART, S3Storage, part_size_for
 from tests.support.proxy import CuttingProxy
+from tests.support.settings import S3_ACCESS, S3_ENDPOINT, S3_SECRET
 
-S3_ENDPOINT = os.environ.get("BACKVAULT_S3_ENDPOINT", "http://127.0.0.1:59000")
-S3_ACCESS = os.environ.get("BACKVAULT_S3_ACCESS_KEY", "backvault")
-S3_SECRET = os.environ.get("BACKVAULT_S3_SECRET_KEY", "backvault-secret")
 BIG = os.urandom(MIN_PART * 2 + 12345)  # three parts
 
 

@@ -3,7 +3,7 @@
 import asyncpg
 import httpx
 import pytest
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
 from app.errors import ConflictError
 from app.services.jobs.runner import error_text
@@ -25,6 +25,9 @@ from app.services.jobs.runner import error_text
      'Database error: relation "x" does not exist'),
     (ServerSelectionTimeoutError("127.0.0.1:1: connection refused"),
      "Database error: 127.0.0.1:1: connection refused"),
+    (OperationFailure("Authentication failed.", 18,
+                      {"ok": 0.0, "errmsg": "Authentication failed.", "code": 18}),
+     "Database error: Authentication failed."),
     (KeyError("phase"), "Internal error: 'phase'"),
     (AssertionError(), "Internal error (see the service log)"),
 ])

@@ -25,7 +25,7 @@ from app.models.common import ApiSchema, utcnow
 from app.models.content import ContentItem, ContentObject
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
-from app.services.storage import Storage
+from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
 
@@ -196,10 +196,12 @@ async def unreferenced_content(going: set[PydanticObjectId], now: datetime,
             if obj.address not in referenced]
 
 
-async def apply_retention(settings: Settings, storage: Storage, request: CleanupRequest,
+async def apply_retention(settings: Settings, storage: Targets, request: CleanupRequest,
                           now: datetime | None = None) -> CleanupResult:
-    """Plan retention for every source (or one) and, unless a dry run, carry it out."""
+    """Plan retention for every source (or one) and, unless a dry run, carry it out.
+    A backup whose target cannot be reached is reported in `errors`; the run goes on."""
     now = now or utcnow()
+    targets = as_targets(settings, storage)
     deleted: list[RetentionItem] = []
     protected: list[RetentionItem] = []
     sources: list[SourceRetention] = []
@@ -214,7 +216,7 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
             reason = "; ".join(reasons)
             if not request.dry_run:
                 try:
-                    await remove_backup(storage, backup, f"retention: {reason}")
+                    await remove_backup(targets, backup, f"retention: {reason}")
                 except AppError as exc:
                     errors.append(f"backup {backup_id}: {exc.message}")
                     continue
@@ -232,7 +234,7 @@ async def apply_retention(settings: Settings, storage: Storage, request: Cleanup
         gone_content = []
         for obj in garbage:
             try:
-                await storage.delete(obj.storage_key)
+                await targets.default.delete(obj.storage_key)  # content: default target
                 await obj.delete()
             except AppError as exc:
                 errors.append(f"content {obj.address}: {exc.message}")
@@ -258,7 +260,7 @@ async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
     """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
     request = cleanup_request(ctx.job.params)
     ctx.progress.set_phase("cleanup")
-    result = await apply_retention(ctx.settings, ctx.storage, request)
+    result = await apply_retention(ctx.settings, ctx.all_targets, request)
     if result.errors:
         raise AppError(f"{len(result.errors)} deletion(s) failed: " + "; ".join(result.errors))
     return result.model_dump(mode="json", by_alias=True)

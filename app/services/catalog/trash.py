@@ -15,7 +15,7 @@ from app.models.job import BackupJob, JobStatus
 from app.services.catalog.queries import get_backup, update_backup
 from app.services.catalog.retention import counts_for_source, good_query
 from app.services.databases.backup import remove_backup
-from app.services.storage import Storage
+from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
 LIVE = [JobStatus.queued.value, JobStatus.running.value]
@@ -23,6 +23,9 @@ LIVE = [JobStatus.queued.value, JobStatus.running.value]
 
 def _checked_reason(force: bool, reason: str | None) -> str | None:
     reason = (reason or "").strip() or None
+    # A reason says something: invisible characters (a zero-width space) alone do not.
+    if reason is not None and not any(c.isalnum() for c in reason):
+        reason = None
     if force and reason is None:
         raise InvalidInputError("force=true needs a reason saying why",
                                 [{"field": "reason", "message": "required with force=true"}])
@@ -32,7 +35,7 @@ def _checked_reason(force: bool, reason: str | None) -> str | None:
 async def _refuse_if_in_use(backup: Backup) -> None:
     if backup.status is BackupStatus.pending:
         raise ConflictError(f"Backup {backup.id} is still being written; cancel its job "
-                            f"({backup.job_id}) instead", {"jobId": backup.job_id})
+                            f"({backup.job_id}) instead", {"jobId": str(backup.job_id)})
     jobs = await BackupJob.find({"backupId": backup.id, "status": {"$in": LIVE}}).to_list()
     if jobs:
         uses = ", ".join(f"{j.kind.value} job {j.id} ({j.status.value})" for j in jobs)
@@ -51,7 +54,7 @@ async def _refuse_below_minimum(settings: Settings, backup: Backup, good_left: i
         {"source": backup.source, "minCount": minimum, "goodLeft": good_left})
 
 
-async def delete_backup(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+async def delete_backup(settings: Settings, storage: Targets, backup_id: PydanticObjectId,
                         username: str, force: bool = False,
                         reason: str | None = None) -> Backup:
     """Move a backup to the trash (or remove it when trash_days is 0), keeping the minimum.
@@ -59,6 +62,7 @@ async def delete_backup(settings: Settings, storage: Storage, backup_id: Pydanti
     With force (and a reason) the minimum is not kept, and a backup already in the
     trash is removed at once."""
     reason = _checked_reason(force, reason)
+    storage = as_targets(settings, storage)
     backup = await get_backup(backup_id)
     why = f"deleted by {username}" + (f" (forced: {reason})" if force else
                                       f": {reason}" if reason else "")

@@ -29,7 +29,6 @@ from app.services.artifacts.stages import (
     from_bytes,
     limited,
     rechunk,
-    throttled,
 )
 from app.services.catalog.queries import update_backup
 from app.services.databases.base import DumpInfo, SourceError
@@ -37,7 +36,8 @@ from app.services.databases.manifest import build_manifest, manifest_bytes, plan
 from app.services.databases.mongodb.source import DumpOptions, MongoSource
 from app.services.databases.postgres.source import PgDumpOptions, PgTools, PostgresSource
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
-from app.services.storage import Storage
+from app.services.storage import Storage, StorageTargets, Targets, as_targets
+from app.services.storage.copies import copy_names, copy_to, remove_copies
 
 log = structlog.get_logger(__name__)
 MB = 1024 * 1024
@@ -70,6 +70,12 @@ def check_request(settings: Settings, body: DatabaseBackupCreate) -> SourceSetti
         raise InvalidInputError(
             f"{', '.join(wrong)} cannot be used with a {source.kind.value} source",
             [{"field": f, "message": f"not for {source.kind.value} sources"} for f in wrong])
+    unknown = [t for t in body.copy_targets if t not in settings.storage.target_names()]
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown storage target(s) {', '.join(unknown)} (configured: "
+            f"{', '.join(settings.storage.target_names())})",
+            [{"field": "copyTargets", "message": "unknown storage target"}])
     return source
 
 
@@ -86,17 +92,15 @@ async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
 
 def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Progress,
            max_bytes: int | None = None, threads: int | None = None) -> Chunks:
-    """Plaintext → compression → age → size limit → SHA-256 (+ bandwidth cap), as stored."""
+    """Plaintext → compression → age → size limit → SHA-256, as stored (the bandwidth cap
+    is the storage's: it holds every read and write)."""
     stream = compress(buffered(counted(plaintext, progress.add_read)),
                       settings.compression.algorithm, settings.compression.chosen_level,
                       settings.compression.threads if threads is None else threads)
     if settings.encryption.enabled:
         stream = encrypt(buffered(stream), list(settings.encryption.recipients))
     stream = limited(buffered(stream), max_bytes or settings.limits.max_size_mb * MB)
-    stream = counted(digest.tap(stream), progress.add_written)
-    if settings.limits.bandwidth_mbps:
-        stream = throttled(stream, settings.limits.bandwidth_mbps * MB)
-    return stream
+    return counted(digest.tap(stream), progress.add_written)
 
 
 def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackupCreate,
@@ -116,15 +120,17 @@ async def run_database_backup(ctx: JobContext) -> dict[str, Any]:
     """The `database` job handler."""
     body = DatabaseBackupCreate.model_validate(ctx.job.params["request"])
     backup_type = BackupType(ctx.job.params.get("backupType", BackupType.manual.value))
-    backup = await back_up(ctx.settings, ctx.storage, ctx.progress, body,
+    backup = await back_up(ctx.settings, ctx.all_targets, ctx.progress, body,
                            admin=ctx.job.requested_by or await system_user_id(),
                            backup_type=backup_type, job_id=ctx.job.id, attach=ctx.attach_backup)
     return {"backupId": str(backup.id), "storedBytes": backup.stored_bytes,
             "plaintextBytes": backup.plaintext_bytes, "sha256": backup.sha256,
-            "partial": bool(backup.error)}
+            "partial": bool(backup.error), "storageTarget": backup.storage_target,
+            "copies": [{"target": c.target, "state": c.verification.state.value,
+                        "error": c.verification.error} for c in backup.copies]}
 
 
-async def back_up(settings: Settings, storage: Storage, progress: Progress,
+async def back_up(settings: Settings, storage: Targets, progress: Progress,
                   body: DatabaseBackupCreate, *, admin: PydanticObjectId | None,
                   backup_type: BackupType = BackupType.manual,
                   job_id: PydanticObjectId | None = None, database: str | None = None,
@@ -134,6 +140,8 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
     `database` overrides the source's own (a pre-restore safety backup of another database
     on the source's server); `safety_for` names the backup whose restore it precedes."""
     source = check_request(settings, body)
+    targets = as_targets(settings, storage)
+    primary = targets.default
     database_name = database or source.database_name()
     # The id is made here so the record is written once, already naming its artifact.
     backup_id, created = PydanticObjectId(), utcnow()
@@ -141,7 +149,8 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
     backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
                     source=source.name, kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
                     retention_days=body.retention_days or settings.retention.days,
-                    notes=body.notes, storage_backend=storage.name,
+                    notes=body.notes, storage_backend=primary.name,
+                    storage_target=targets.recorded_name(targets.default_name),
                     options=body.model_dump(mode="json", by_alias=True,
                                             exclude={"source", "notes", "retention_days"}),
                     storage_key=plan.key, manifest_key=plan.manifest_key,
@@ -158,7 +167,7 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         stream = sealed(settings, rechunk(dump_stream(settings, source, body, info, database)),
                         digest, progress)
         async with asyncio.timeout(settings.limits.timeout_seconds):
-            stored = await storage.put(plan.key, stream)
+            stored = await primary.put(plan.key, stream)
         progress.set_phase("recording")
         duration_ms = int((time.monotonic() - started) * 1000)
         partial = "; ".join(f"{name}: {err}" for name, err in sorted(info.errors.items()))
@@ -170,7 +179,7 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
         for name, value in details.items():
             setattr(backup, name, value)
         backup.updated_at = utcnow()
-        await storage.put(plan.manifest_key,
+        await primary.put(plan.manifest_key,
                           from_bytes(manifest_bytes(build_manifest(backup, database_name))))
         # Durable now: flip the record in one update, unless the stuck-work sweep
         # gave this backup up meanwhile (it removed the files).
@@ -179,13 +188,26 @@ async def back_up(settings: Settings, storage: Storage, progress: Progress,
             raise SourceError("The backup was given up as interrupted before it completed")
         log.info("backup completed", backup_id=str(backup.id), source=source.name,
                  stored_bytes=stored, duration_ms=duration_ms)
-        return backup
     except BaseException as exc:
         message = _failure_message(exc, settings)
-        await asyncio.shield(discard_backup(storage, backup, message))
+        await asyncio.shield(discard_backup(targets, backup, message))
         if isinstance(exc, TimeoutError):
             raise SourceError(message) from exc
         raise
+    # Durable on the primary: copies come after, and a failed copy is recorded on it,
+    # not a failed backup.
+    wanted = copy_names([*source.copy_targets, *body.copy_targets], targets.default_name)
+    if wanted and safety_for is None:
+        progress.set_phase("copying", ", ".join(wanted))
+        await make_copies(targets, backup, wanted)
+    return backup
+
+
+async def make_copies(targets: StorageTargets, backup: Backup, names: list[str]) -> None:
+    """Copy a completed backup to each named target, recording each copy as it lands."""
+    for name in names:
+        copy = await copy_to(targets, backup, name)
+        await update_backup(backup, copies=[*backup.copies, copy])
 
 
 def _failure_message(exc: BaseException, settings: Settings) -> str:
@@ -196,7 +218,7 @@ def _failure_message(exc: BaseException, settings: Settings) -> str:
     return error_text(exc)
 
 
-async def discard_backup(storage: Storage, backup: Backup, message: str) -> None:
+async def discard_backup(storage: Targets, backup: Backup, message: str) -> None:
     """Remove whatever a failed or abandoned backup wrote and mark its record failed.
 
     If its job was cancelled, the cancellation (who) is the message, whatever stopped it."""
@@ -207,8 +229,9 @@ async def discard_backup(storage: Storage, backup: Backup, message: str) -> None
             message = CANCELLED_BY + str(job["cancelRequestedBy"])
     for key in filter(None, (backup.storage_key, backup.manifest_key)):
         try:
-            await storage.discard_incomplete(key)
-            await storage.delete(key)
+            written_to = _target_storage(storage, backup)
+            await written_to.discard_incomplete(key)
+            await written_to.delete(key)
         except Exception:
             log.exception("could not remove a failed backup's object", key=key)
     await update_backup(backup, status=BackupStatus.failed, error=message,
@@ -216,7 +239,13 @@ async def discard_backup(storage: Storage, backup: Backup, message: str) -> None
     log.warning("backup failed", backup_id=str(backup.id), error=message)
 
 
-async def delete_backup(storage: Storage, backup_id: PydanticObjectId, reason: str) -> Backup:
+def _target_storage(storage: Targets, backup: Backup) -> Storage:
+    if isinstance(storage, StorageTargets):
+        return storage.for_backup(backup)
+    return storage
+
+
+async def delete_backup(storage: Targets, backup_id: PydanticObjectId, reason: str) -> Backup:
     """Remove a backup at once, without the API's safeguards (see app.services.trash)."""
     backup = await Backup.get(backup_id)
     if backup is None:
@@ -225,8 +254,8 @@ async def delete_backup(storage: Storage, backup_id: PydanticObjectId, reason: s
     return backup
 
 
-async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
-    """Mark the record, remove the stored object and manifest, then the record.
+async def remove_backup(storage: Targets, backup: Backup, reason: str) -> None:
+    """Mark the record, remove the stored object, manifest and copies, then the record.
 
     The mark lets the next retention run finish a removal that was cut short.
     """
@@ -241,9 +270,13 @@ async def remove_backup(storage: Storage, backup: Backup, reason: str) -> None:
                   "deletionReason": backup.deletion_reason or reason}})
     if marked.matched_count == 0:
         raise NotFoundError(f"Backup {backup.id} not found (or no longer in the trash)")
+    targets = storage if isinstance(storage, StorageTargets) else None
+    written_to = _target_storage(storage, backup)
+    if targets is not None:
+        await remove_copies(targets, backup)
     for key in dict.fromkeys((backup.storage_key, backup.manifest_key)):
         if key:
-            await storage.delete(key)
+            await written_to.delete(key)
     if backup.kind is BackupKind.content:
         # The content objects stay until no kept backup references them (retention).
         await ContentItem.find({"backupId": backup.id}).delete()

@@ -92,6 +92,7 @@ def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
         "retentionDays": backup.retention_days,
         "notes": backup.notes,
         "storageKey": backup.storage_key,
+        "storageTarget": backup.storage_target or backup.storage_backend,
         "formatChain": backup.format_chain,
         "sha256": backup.sha256,
         "storedBytes": backup.stored_bytes,

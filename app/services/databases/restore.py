@@ -32,7 +32,6 @@ from app.services.artifacts.read import (
     check_header,
     plaintext,
     require_artifact,
-    stored_digest,
 )
 from app.services.artifacts.stages import Chunks, Digest, counted
 from app.services.catalog.queries import get_backup, update_backup
@@ -41,7 +40,14 @@ from app.services.databases.base import SourceError
 from app.services.databases.mongodb.source import restore_archive
 from app.services.databases.postgres.source import PgTools, PostgresSource
 from app.services.jobs.runner import JobContext, Progress
-from app.services.storage import Storage
+from app.services.storage import StorageTargets, Targets, as_targets
+from app.services.storage.copies import (
+    ReadSource,
+    copy_by_size,
+    digest_of,
+    good_copy,
+    primary_stat,
+)
 
 log = structlog.get_logger(__name__)
 SAFETY_RETENTION_DAYS = 7
@@ -94,6 +100,8 @@ class RestorePlan(ApiSchema):
     warnings: list[str]
     safety_backup: bool
     artifact_ok: bool
+    # Set when the primary object is unusable and a copy on this target will be read.
+    read_from_copy: str | None = None
     identity_ok: bool | None  # None: the backup is not encrypted
     verification: PlanVerification
     confirmation_required: bool
@@ -208,19 +216,30 @@ def _items(backup: Backup, counts: dict[str, int], kind: SourceKind,
     return items, conflicts
 
 
-async def _artifact_checks(settings: Settings, storage: Storage, backup: Backup,
-                           warnings: list[str]) -> tuple[bool, HeaderState, str]:
+async def _artifact_checks(settings: Settings, targets: StorageTargets, backup: Backup,
+                           warnings: list[str]) -> tuple[bool, HeaderState, str, str | None]:
     """Size, recorded verification and the age header: cheap, the object is not read whole.
-    Appends what is wrong to `warnings`."""
-    info = await storage.stat(require_artifact(backup))
+    A copy stands in for a primary that is missing, unreachable or failed verification.
+    Appends what is wrong to `warnings`; returns the copy's target when one is used."""
+    key = require_artifact(backup)
+    storage, info, unreachable = await primary_stat(targets, backup, key)
     ok = info is not None and info.size == backup.stored_bytes
-    if not ok:
-        warnings.append("the stored object is missing or its size differs from the catalog")
-    if backup.verification.state is VerificationState.failed:
+    failed = backup.verification.state is VerificationState.failed
+    copy = await copy_by_size(targets, backup, key) if not ok or failed else None
+    if copy is not None:
+        storage, info, copy_target = copy
+        why = unreachable or "missing, damaged or failed verification"
+        warnings.append(f"the primary object is {why}; the restore will read the copy on "
+                        f"target {copy_target}")
+        ok, failed = True, False
+    elif not ok:
+        warnings.append(unreachable or
+                        "the stored object is missing or its size differs from the catalog")
+    if failed:
         ok = False
         warnings.append(f"the backup failed verification: {backup.verification.error}")
     header, problem = HeaderState.damaged, "the stored object is missing"
-    if info is not None:
+    if info is not None and storage is not None:
         header, problem = await check_header(storage, backup, settings)
         if header is HeaderState.damaged:
             ok = False
@@ -229,10 +248,10 @@ async def _artifact_checks(settings: Settings, storage: Storage, backup: Backup,
     if ok:
         warnings.append("the stored object's SHA-256 is checked in full when the restore "
                         "starts, before the target is touched")
-    return ok, header, problem
+    return ok, header, problem, copy[2] if copy else None
 
 
-async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
+async def plan_restore(settings: Settings, storage: Targets, backup: Backup,
                        request: RestoreRequest) -> RestorePlan:
     """What a restore would do, touching nothing; refuses protected targets always, and
     for a real restore (not dryRun) anything `RestorePlan.refuse_unsafe` refuses."""
@@ -254,7 +273,8 @@ async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
         compatible = False
         warnings.append(f"the backup comes from PostgreSQL {backup_major}; the target runs "
                         f"{target_major}, and pg_restore into an older server may fail")
-    artifact_ok, header, problem = await _artifact_checks(settings, storage, backup, warnings)
+    artifact_ok, header, problem, copy = await _artifact_checks(
+        settings, as_targets(settings, storage), backup, warnings)
     plan = RestorePlan(
         backup_id=backup.id, source=source.name, kind=source.kind.value,  # type: ignore[arg-type]
         database=backup.database, target_database=target, target_exists=exists,
@@ -263,7 +283,7 @@ async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
         backup_server_version=backup.server_version, target_server_version=target_version,
         compatible=compatible, warnings=warnings,
         safety_backup=request.safety_backup and exists and any(counts.values()),
-        artifact_ok=artifact_ok,
+        artifact_ok=artifact_ok, read_from_copy=copy,
         identity_ok=None if not backup.encrypted else header is HeaderState.ok,
         verification=PlanVerification(state=backup.verification.state,
                                       checked_at=backup.verification.checked_at,
@@ -276,22 +296,38 @@ async def plan_restore(settings: Settings, storage: Storage, backup: Backup,
     return plan
 
 
-async def _check_stored(storage: Storage, backup: Backup, progress: Progress) -> None:
+async def _check_stored(targets: StorageTargets, backup: Backup,
+                        progress: Progress) -> ReadSource:
     """The whole stored object against the catalog's SHA-256, before anything is touched;
-    a mismatch proves damage, so it is recorded as a failed verification."""
+    a mismatch proves damage, so it is recorded as a failed verification. A primary that
+    is damaged or unreachable gives way to the first good copy."""
     progress.set_phase("checking", "reading the stored object to check its SHA-256")
-    digest = await stored_digest(storage, backup, progress.add_read)
-    if digest.hexdigest == backup.sha256 and digest.size == backup.stored_bytes:
-        return
     message = ("SHA-256 of the stored object differs from the catalog: the backup is "
                "damaged. Nothing was restored and no safety backup was taken")
-    await update_backup(backup, verification=Verification(
-        state=VerificationState.failed, checked_at=utcnow(), sha256_ok=False,
-        size_ok=digest.size == backup.stored_bytes, error=message))
+    unreadable: AppError | None = None
+    try:
+        primary = targets.for_backup(backup)
+        digest = await digest_of(primary, require_artifact(backup), progress.add_read)
+        if digest.hexdigest == backup.sha256 and digest.size == backup.stored_bytes:
+            return ReadSource(primary)
+        await update_backup(backup, verification=Verification(
+            state=VerificationState.failed, checked_at=utcnow(), sha256_ok=False,
+            size_ok=digest.size == backup.stored_bytes, error=message))
+        problem = "damaged (SHA-256 differs from the catalog)"
+    except AppError as exc:
+        unreadable, problem = exc, f"unreadable ({exc.message})"
+    found = await good_copy(targets, backup, progress.add_read)
+    if found is not None:
+        found.primary_problem = problem
+        log.warning("restoring from a copy", backup_id=str(backup.id), target=found.copy,
+                    primary=problem)
+        return found
+    if unreadable is not None:
+        raise unreadable
     raise ConflictError(message, {"backupId": str(backup.id)})
 
 
-async def _safety_backup(settings: Settings, storage: Storage, source: SourceSettings,
+async def _safety_backup(settings: Settings, storage: Targets, source: SourceSettings,
                          backup: Backup, target: str,
                          requested_by: PydanticObjectId | None) -> str:
     """A backup of the target as it is, recorded as holding `target` (not the source's
@@ -305,23 +341,27 @@ async def _safety_backup(settings: Settings, storage: Storage, source: SourceSet
     return str(safety.id)
 
 
-async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+async def restore(settings: Settings, storage: Targets, backup_id: PydanticObjectId,
                   request: RestoreRequest, progress: Progress,
                   requested_by: PydanticObjectId | None) -> dict[str, Any]:
     """Guards, checksum, safety backup, restore, count check; in that order."""
     backup = await get_backup(backup_id)
+    storage = as_targets(settings, storage)
     plan = await plan_restore(settings, storage, backup,
                               request.model_copy(update={"dry_run": False}))
     source = source_or_error(settings, plan.source)
-    await _check_stored(storage, backup, progress)
+    read = await _check_stored(storage, backup, progress)
     safety_id = None
     if plan.safety_backup:
         progress.set_phase("safety backup", f"backing up {plan.target_database} first")
         safety_id = await _safety_backup(settings, storage, source, backup,
                                          plan.target_database, requested_by)
-    progress.set_phase("restoring", f"into {plan.target_database}")
+    note = (f"restored from copy on target {read.copy} (the primary was "
+            f"{read.primary_problem})" if read.copy else None)
+    progress.set_phase("restoring", f"into {plan.target_database}"
+                       + (f"; {note}" if note else ""))
     digest = Digest()
-    raw = counted(digest.tap(storage.get(require_artifact(backup))), progress.add_read)
+    raw = counted(digest.tap(read.storage.get(require_artifact(backup))), progress.add_read)
     stream = plaintext(raw, backup, settings)
     if source.kind is SourceKind.postgres:
         counts = await _restore_postgres(settings, source, stream, digest, backup,
@@ -343,7 +383,7 @@ async def restore(settings: Settings, storage: Storage, backup_id: PydanticObjec
     # Names can hold dots, which not every server accepts as keys: a list, not a map.
     return {"backupId": str(backup_id), "targetDatabase": plan.target_database,
             "counts": [{"name": n, "count": c} for n, c in sorted(counts.items())],
-            "safetyBackupId": safety_id}
+            "safetyBackupId": safety_id, "restoredFromCopy": read.copy, "note": note}
 
 
 async def _restore_postgres(settings: Settings, source: SourceSettings, stream: Chunks,
@@ -373,5 +413,5 @@ async def run_restore(ctx: JobContext) -> dict[str, Any]:
     """The `restore` job handler."""
     assert ctx.job.backup_id is not None
     request = RestoreRequest.model_validate(ctx.job.params)
-    return await restore(ctx.settings, ctx.storage, ctx.job.backup_id, request, ctx.progress,
+    return await restore(ctx.settings, ctx.all_targets, ctx.job.backup_id, request, ctx.progress,
                          ctx.job.requested_by)

@@ -25,7 +25,8 @@ from app.services.databases.mongodb.archive import NamespaceEnd, read_archive
 from app.services.databases.postgres.archive import check_pg_archive
 from app.services.databases.postgres.source import PgTools
 from app.services.jobs.runner import JobContext, Progress, error_text
-from app.services.storage import Storage
+from app.services.storage import Storage, Targets, as_targets
+from app.services.storage.copies import check_copy
 
 log = structlog.get_logger(__name__)
 
@@ -138,12 +139,15 @@ async def _check_artifact(settings: Settings, storage: Storage, backup: Backup,
     return errors
 
 
-async def verify(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+async def verify(settings: Settings, targets: Targets, backup_id: PydanticObjectId,
                  progress: Progress) -> Verification:
-    """Check one backup and record the outcome on it. An identity that cannot open an
-    intact backup raises IdentityMismatchError and records nothing."""
+    """Check one backup (on the target it was written to) and each of its copies, and
+    record the outcome. An identity that cannot open an intact backup, or a target that
+    is not configured, raises and records nothing."""
     backup = await get_backup(backup_id)
     key = require_artifact(backup)
+    all_targets = as_targets(settings, targets)
+    storage = all_targets.for_backup(backup)
     result = Verification(deep=can_open(backup, settings), checked_at=utcnow())
     errors: list[str] = []
     info = await storage.stat(key)
@@ -160,21 +164,25 @@ async def verify(settings: Settings, storage: Storage, backup_id: PydanticObject
         if not result.sha256_ok:
             errors.append("SHA-256 of the stored manifest differs from the recorded one")
         assert backup.id is not None
-        errors += await check_content_objects(storage, backup.id, progress)
+        # Content objects are shared and live on the default target.
+        errors += await check_content_objects(all_targets.default, backup.id, progress)
     elif info is not None:
         errors += await _check_artifact(settings, storage, backup, result, progress)
     result.state = VerificationState.failed if errors else VerificationState.passed
     result.error = "; ".join(errors) or None
-    await update_backup(backup, verification=result)
+    copies = [c.model_copy(update={"verification": await check_copy(
+        all_targets, backup, c, progress.add_read)}) for c in backup.copies]
+    await update_backup(backup, verification=result, copies=copies)
     log.info("backup verified", backup_id=str(backup_id), state=result.state.value,
-             deep=result.deep, error=result.error)
+             deep=result.deep, error=result.error,
+             copies={c.target: c.verification.state.value for c in copies})
     return result
 
 
 async def run_verify(ctx: JobContext) -> dict[str, Any]:
     """The `verify` job handler."""
     assert ctx.job.backup_id is not None
-    result = await verify(ctx.settings, ctx.storage, ctx.job.backup_id, ctx.progress)
+    result = await verify(ctx.settings, ctx.all_targets, ctx.job.backup_id, ctx.progress)
     if result.state is VerificationState.failed:
         raise ValueError(f"Verification failed: {result.error}")
     return result.model_dump(mode="json", by_alias=True)

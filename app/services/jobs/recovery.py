@@ -104,7 +104,7 @@ async def fail_abandoned_backups(runner: JobRunner, now: datetime) -> list[Pydan
             continue
         else:
             reason = "Interrupted: nothing has written it within the time limit"
-        await discard_backup(runner.storage, backup, reason)
+        await discard_backup(runner.targets, backup, reason)
         assert backup.id is not None
         failed.append(backup.id)
     return failed
@@ -119,5 +119,11 @@ async def sweep(runner: JobRunner, now: datetime | None = None) -> SweepReport:
     report.failed_backups = await fail_abandoned_backups(runner, now)
     settings = runner.settings
     stale_after = settings.limits.timeout_seconds + 2 * settings.system.lease_seconds
-    report.partials_removed = await runner.storage.discard_stale_partials(stale_after)
+    # Every target: copies leave partial writes on theirs too; one unreachable target
+    # does not keep the others unswept.
+    for name, store in runner.targets.stores.items():
+        try:
+            report.partials_removed += await store.discard_stale_partials(stale_after)
+        except Exception:
+            log.warning("stale partial writes not swept", target=name, exc_info=True)
     return report

@@ -25,7 +25,7 @@ from app.models.job import (
     JobTrigger,
 )
 from app.services.catalog.queries import get_job
-from app.services.storage import Storage
+from app.services.storage import Storage, StorageTargets, as_targets
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +76,13 @@ class Progress:
 class JobContext:
     job: BackupJob
     settings: Settings
-    storage: Storage
+    storage: Storage  # the default target
     progress: Progress
+    targets: StorageTargets | None = None  # every named target; None: `storage` alone
+
+    @property
+    def all_targets(self) -> StorageTargets:
+        return self.targets or as_targets(self.settings, self.storage)
 
     async def attach_backup(self, backup_id: PydanticObjectId | None) -> None:
         self.job.backup_id = backup_id
@@ -108,6 +113,8 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):  # before OSError, of which it is a kind
         return "The job timed out"
     if isinstance(exc, PostgresError | InterfaceError | PyMongoError):
+        # pymongo appends the server's whole reply; the message before it says what failed.
+        message = message.split(", full error:")[0]
         return f"Database error: {message or 'no message'}"
     if isinstance(exc, OSError | HTTPError | BotoCoreError | ClientError):
         if isinstance(exc, OSError) and exc.strerror:  # not "[Errno 28] ..."
@@ -125,12 +132,13 @@ class JobRunner:
 
     def __init__(self, settings: Settings, storage: Storage,
                  handlers: dict[JobKind, Handler], replica_id: str | None = None,
-                 runs_own_jobs: bool = False) -> None:
+                 runs_own_jobs: bool = False, targets: StorageTargets | None = None) -> None:
         """`runs_own_jobs`: what this runner submits is held for it (the CLI's way), so a
         server sharing the catalog cannot claim it first."""
         self.runs_own_jobs = runs_own_jobs
         self.settings = settings
         self.storage = storage
+        self.targets = targets or as_targets(settings, storage)
         self.handlers = handlers
         self.replica_id = replica_id or settings.system.replica_id or default_replica_id()
         self.lease = timedelta(seconds=settings.system.lease_seconds)
@@ -233,7 +241,7 @@ class JobRunner:
         assert job.id is not None
         progress = Progress()
         self.progress[job.id] = progress
-        ctx = JobContext(job, self.settings, self.storage, progress)
+        ctx = JobContext(job, self.settings, self.storage, progress, self.targets)
         stop_beat = asyncio.Event()
         beat = asyncio.create_task(self._heartbeat(job.id, progress, stop_beat))
         status, error, result = JobStatus.failed, None, {}

@@ -9,7 +9,8 @@ import structlog
 
 from app.errors import AppError
 from app.services.catalog.db import MongoClient, ping_catalog
-from app.services.storage import LocalStorage, Storage
+from app.services.storage import LocalStorage, Storage, StorageTargets
+from app.services.storage.wrappers import StorageWrapper
 
 log = structlog.get_logger(__name__)
 
@@ -23,9 +24,11 @@ class NotReadyError(AppError):
 
     def __init__(self, checks: dict[str, Any]) -> None:
         down = [name for name in ("catalog", "storage") if checks.get(name) != "up"]
+        details = {name: checks.get(name) for name in ("catalog", "storage")}
+        if "targets" in checks:
+            details["targets"] = checks["targets"]
         super().__init__("Not ready: " + " and ".join(down) + " not reachable",
-                         {name: checks.get(name) for name in ("catalog", "storage")},
-                         headers={"Retry-After": "5"})
+                         details, headers={"Retry-After": "5"})
 
 
 def _local_usable(root: Path) -> bool:
@@ -36,8 +39,9 @@ async def storage_reachable(storage: Storage, timeout: float = CHECK_TIMEOUT) ->
     """A local store's directory is there and writable; a remote one answers a listing."""
     try:
         async with asyncio.timeout(timeout):
-            if isinstance(storage, LocalStorage):
-                return await asyncio.to_thread(_local_usable, storage.root)
+            backend = storage.unwrapped() if isinstance(storage, StorageWrapper) else storage
+            if isinstance(backend, LocalStorage):
+                return await asyncio.to_thread(_local_usable, backend.root)
             # One page of an (empty) prefix: a round trip that reads nothing big.
             async for _ in storage.list_objects(PROBE_PREFIX):
                 break
@@ -47,11 +51,15 @@ async def storage_reachable(storage: Storage, timeout: float = CHECK_TIMEOUT) ->
     return True
 
 
-async def readiness(mongo: MongoClient, storage: Storage,
+async def readiness(mongo: MongoClient, storage: Storage | StorageTargets,
                     timeout: float = CHECK_TIMEOUT) -> dict[str, Any]:
-    """Both checks at once; `ready` only when both answer."""
-    catalog_ok, storage_ok = await asyncio.gather(ping_catalog(mongo, timeout),
-                                                  storage_reachable(storage, timeout))
-    return {"ready": catalog_ok and storage_ok,
-            "catalog": "up" if catalog_ok else "down",
-            "storage": "up" if storage_ok else "down"}
+    """All checks at once; `ready` only when the catalog and every storage target answer."""
+    stores = storage.stores if isinstance(storage, StorageTargets) else {"storage": storage}
+    catalog_ok, *up = await asyncio.gather(
+        ping_catalog(mongo, timeout), *(storage_reachable(s, timeout) for s in stores.values()))
+    checks: dict[str, Any] = {"ready": catalog_ok and all(up),
+                              "catalog": "up" if catalog_ok else "down",
+                              "storage": "up" if all(up) else "down"}
+    if isinstance(storage, StorageTargets):
+        checks["targets"] = {n: "up" if ok else "down" for n, ok in zip(stores, up, strict=True)}
+    return checks

@@ -1,17 +1,20 @@
-"""Where artifacts live: one small Protocol, a local directory and S3."""
+"""Where artifacts live: one small Protocol, a local directory and S3, wrappers that
+retry and throttle, and the named targets backups are written to and read from."""
 
-from app.config import Settings, StorageBackend
+from app.config import Settings
 from app.services.storage.base import ObjectInfo, Storage, StorageError
 from app.services.storage.local import LocalStorage
+from app.services.storage.targets import StorageTargets, Targets, as_targets
 
 
 def storage_from_settings(settings: Settings) -> Storage:
-    if settings.storage.backend is StorageBackend.s3:
-        # Imported here: the S3 stack costs a second of start-up where it is not used.
-        from app.services.storage.s3 import S3Storage
-
-        return S3Storage.from_settings(settings)
-    return LocalStorage(settings.storage.local_dir)
+    """The default target, wrapped (retries, bandwidth cap)."""
+    return StorageTargets.from_settings(settings).default
 
 
-__all__ = ["LocalStorage", "ObjectInfo", "Storage", "StorageError", "storage_from_settings"]
+def targets_from_settings(settings: Settings) -> StorageTargets:
+    return StorageTargets.from_settings(settings)
+
+
+__all__ = ["LocalStorage", "ObjectInfo", "Storage", "StorageError", "StorageTargets",
+           "Targets", "as_targets", "storage_from_settings", "targets_from_settings"]

@@ -3,15 +3,22 @@
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.errors import AppError, NotFoundError
 from app.services.artifacts.stages import Chunks
 
 
 class StorageError(AppError):
+    """A storage call failed; `transient` ones (timeouts, resets, 5xx, SlowDown) may
+    succeed when repeated."""
+
     status_code = 502
     code = "storage_error"
+
+    def __init__(self, message: str, details: Any = None, *, transient: bool = False) -> None:
+        super().__init__(message, details)
+        self.transient = transient
 
 
 class ObjectNotFound(NotFoundError):

@@ -3,21 +3,24 @@
 import asyncio
 import builtins
 import math
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from app.config import Settings
+from app.config import Settings, StorageSettings, StorageTargetSettings
 from app.services.artifacts.stages import CHUNK, Chunks
 from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
 
 MIN_PART = 5 * 1024 * 1024  # the S3 minimum for all parts but the last
 MAX_PARTS = 10_000
+PUT_ATTEMPTS = 3  # each part request of a put, by the S3 client (a put is never repeated whole)
 
 
 def part_size_for(max_object_bytes: int) -> int:
@@ -41,13 +44,18 @@ class S3Storage:
             "endpoint_url": endpoint_url, "region_name": region,
             "aws_access_key_id": access_key, "aws_secret_access_key": secret_key,
             "config": Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                             retries={"max_attempts": 3, "mode": "standard"},
+                             retries={"max_attempts": 1, "mode": "standard"},
                              connect_timeout=10, read_timeout=120),
         }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "S3Storage":
-        s = settings.storage
+        """The legacy single-backend settings (BACKUP_STORAGE__S3_*)."""
+        return cls.from_target(settings.storage, settings)
+
+    @classmethod
+    def from_target(cls, s: "StorageTargetSettings | StorageSettings",
+                    settings: Settings) -> "S3Storage":
         if not s.s3_bucket:
             raise StorageError("storage.s3_bucket is not set")
         return cls(
@@ -60,8 +68,14 @@ class S3Storage:
             max_object_bytes=int(settings.limits.max_size_mb * 1024 * 1024 * 1.1) + MIN_PART,
         )
 
-    def _client(self) -> Any:
-        return self._session.client("s3", **self._client_args)
+    def _client(self, attempts: int = 1) -> Any:
+        """A client; its own retries only where asked (the parts of a put, whose bytes are
+        in hand): every other call is repeated by RetryingStorage, with its settings."""
+        args = self._client_args
+        if attempts > 1:
+            args = {**args, "config": args["config"].merge(
+                Config(retries={"max_attempts": attempts, "mode": "standard"}))}
+        return self._session.client("s3", **args)
 
     def _key(self, key: str) -> str:
         check_key(key)
@@ -77,14 +91,14 @@ class S3Storage:
         await self.ensure_bucket()
 
     async def ensure_bucket(self) -> None:
-        async with self._client() as s3:
-            try:
-                await s3.head_bucket(Bucket=self.bucket)
-            except ClientError as exc:
-                if _status(exc) != 404:
-                    raise StorageError(
-                        f"Cannot reach bucket {self.bucket}: {_reason(exc)}") from exc
-                await s3.create_bucket(Bucket=self.bucket)
+        with mapped_errors(f"Cannot reach bucket {self.bucket}"):
+            async with self._client() as s3:
+                try:
+                    await s3.head_bucket(Bucket=self.bucket)
+                except ClientError as exc:
+                    if _status(exc) != 404:
+                        raise
+                    await s3.create_bucket(Bucket=self.bucket)
 
     async def put(self, key: str, chunks: Chunks) -> int:
         full = self._key(key)
@@ -95,7 +109,7 @@ class S3Storage:
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         in_flight: asyncio.Task[None] | None = None
-        async with self._client() as s3:
+        async with self._client(attempts=PUT_ATTEMPTS) as s3:
 
             async def send_part(number: int, data: bytes) -> None:
                 response = await s3.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
@@ -140,9 +154,9 @@ class S3Storage:
                     await asyncio.gather(in_flight, return_exceptions=True)
                 if upload_id is not None:
                     await asyncio.shield(self._abort(s3, full, upload_id))
-                if isinstance(exc, ClientError | BotoCoreError):
-                    raise StorageError(f"Upload to {self.describe(key)} failed: "
-                                       f"{_reason(exc)}") from exc
+                # Not OSError here: the source stream's own failures pass as they are.
+                if isinstance(exc, S3_ERRORS):
+                    raise mapped(exc, f"Upload to {self.describe(key)} failed") from exc
                 raise
         return size
 
@@ -154,46 +168,46 @@ class S3Storage:
             pass
 
     async def get(self, key: str) -> Chunks:
-        async with self._client() as s3:
-            try:
-                response = await s3.get_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                if _status(exc) == 404:
-                    raise ObjectNotFound(f"No stored object {key}") from exc
-                raise StorageError(f"Cannot read {self.describe(key)}: {_reason(exc)}") from exc
-            body = response["Body"]
-            try:
-                while chunk := await body.read(CHUNK):
-                    yield chunk
-            finally:
-                body.close()
+        with mapped_errors(f"Cannot read {self.describe(key)}"):
+            async with self._client() as s3:
+                try:
+                    response = await s3.get_object(Bucket=self.bucket, Key=self._key(key))
+                except ClientError as exc:
+                    if _status(exc) == 404:
+                        raise ObjectNotFound(f"No stored object {key}") from exc
+                    raise
+                body = response["Body"]
+                try:
+                    while chunk := await body.read(CHUNK):
+                        yield chunk
+                finally:
+                    body.close()
 
     async def stat(self, key: str) -> ObjectInfo | None:
-        async with self._client() as s3:
-            try:
-                head = await s3.head_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                if _status(exc) == 404:
-                    return None
-                raise StorageError(f"Cannot stat {self.describe(key)}: {_reason(exc)}") from exc
+        with mapped_errors(f"Cannot stat {self.describe(key)}"):
+            async with self._client() as s3:
+                try:
+                    head = await s3.head_object(Bucket=self.bucket, Key=self._key(key))
+                except ClientError as exc:
+                    if _status(exc) == 404:
+                        return None
+                    raise
         return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
 
     async def list_objects(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        async with self._client() as s3:
-            paginator = s3.get_paginator("list_objects_v2")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
-                for item in page.get("Contents", []):
-                    yield ObjectInfo(self._unprefix(item["Key"]), int(item["Size"]),
-                                     item.get("LastModified"))
+        with mapped_errors(f"Cannot list s3://{self.bucket}/{full_prefix}"):
+            async with self._client() as s3:
+                paginator = s3.get_paginator("list_objects_v2")
+                async for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+                    for item in page.get("Contents", []):
+                        yield ObjectInfo(self._unprefix(item["Key"]), int(item["Size"]),
+                                         item.get("LastModified"))
 
     async def delete(self, key: str) -> None:
-        async with self._client() as s3:
-            try:
+        with mapped_errors(f"Cannot delete {self.describe(key)}"):
+            async with self._client() as s3:
                 await s3.delete_object(Bucket=self.bucket, Key=self._key(key))
-            except ClientError as exc:
-                raise StorageError(f"Cannot delete {self.describe(key)}: "
-                                   f"{_reason(exc)}") from exc
 
     async def _uploads(self, s3: Any, key: str = "") -> "builtins.list[dict[str, Any]]":
         prefix = self._key(key) if key else (f"{self.prefix}/" if self.prefix else "")
@@ -205,25 +219,56 @@ class S3Storage:
 
     async def pending_uploads(self) -> "builtins.list[str]":
         """Keys of multipart uploads started and neither completed nor aborted."""
-        async with self._client() as s3:
-            return [self._unprefix(u["Key"]) for u in await self._uploads(s3)]
+        with mapped_errors(f"Cannot list uploads in {self.bucket}"):
+            async with self._client() as s3:
+                return [self._unprefix(u["Key"]) for u in await self._uploads(s3)]
 
     async def discard_incomplete(self, key: str) -> int:
-        async with self._client() as s3:
-            uploads = [u for u in await self._uploads(s3, key) if u["Key"] == self._key(key)]
-            for upload in uploads:
-                await self._abort(s3, upload["Key"], upload["UploadId"])
+        with mapped_errors(f"Cannot discard unfinished uploads of {self.describe(key)}"):
+            async with self._client() as s3:
+                uploads = [u for u in await self._uploads(s3, key)
+                           if u["Key"] == self._key(key)]
+                for upload in uploads:
+                    await self._abort(s3, upload["Key"], upload["UploadId"])
         return len(uploads)
 
     async def discard_stale_partials(self, older_than_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         aborted = 0
-        async with self._client() as s3:
-            for upload in await self._uploads(s3):
-                if upload["Initiated"] <= cutoff:
-                    await self._abort(s3, upload["Key"], upload["UploadId"])
-                    aborted += 1
+        with mapped_errors(f"Cannot discard stale uploads in {self.bucket}"):
+            async with self._client() as s3:
+                for upload in await self._uploads(s3):
+                    if upload["Initiated"] <= cutoff:
+                        await self._abort(s3, upload["Key"], upload["UploadId"])
+                        aborted += 1
         return aborted
+
+
+S3_ERRORS = (ClientError, BotoCoreError, aiohttp.ClientError)
+TRANSPORT_ERRORS = (*S3_ERRORS, OSError)
+TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException",
+                             "InternalError", "ServiceUnavailable", "RequestLimitExceeded"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether repeating the call may succeed: the network or a busy/failing server."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        return _status(exc) >= 500 or code in TRANSIENT_CODES
+    return isinstance(exc, HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError)
+
+
+def mapped(exc: BaseException, what: str) -> StorageError:
+    """The one translation of an S3 or transport failure into a StorageError."""
+    return StorageError(f"{what}: {_reason(exc)}", transient=is_transient(exc))
+
+
+@contextmanager
+def mapped_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except TRANSPORT_ERRORS as exc:
+        raise mapped(exc, what) from exc
 
 
 def _status(exc: ClientError) -> int:
@@ -234,4 +279,4 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', str(exc))}"
-    return str(exc)
+    return str(exc) or type(exc).__name__

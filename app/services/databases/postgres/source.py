@@ -112,7 +112,9 @@ class Connection:
     def child_env(self) -> Iterator[dict[str, str]]:
         """The environment of a libpq tool (pg_dump, pg_restore, psql) for this connection.
         sslpassword has no variable: it goes in a 0600 service file removed at the end."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # Neither another connection's libpq settings nor the service's own secrets
+        # (BACKUP_*: JWT key, every source's URI) reach the tool.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "BACKUP_"))}
         env["PGCONNECT_TIMEOUT"] = "15"
         if "password" in self.secrets:
             env["PGPASSWORD"] = self.secrets["password"]
