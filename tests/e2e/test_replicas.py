@@ -22,12 +22,10 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from tests.conftest import MONGO_URI, PG_DB, WORK, pg_uri
-from tests.integration.test_faults import big
 from tests.support.receivers import free_port, wait_until_serving
+from tests.support.settings import MONGO_URI, PG_DB, WORK, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
-__all__ = ["big"]
 
 JWT = "replicas-jwt-secret-" + uuid.uuid4().hex
 PASSWORD = "replicas-password-" + uuid.uuid4().hex[:8]

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.conftest import MONGO_URI
 from tests.support.receivers import free_port, wait_until_serving
+from tests.support.settings import MONGO_URI
 
 JWT = "e2e-jwt-secret-" + uuid.uuid4().hex
 ADMIN_PASSWORD = "e2e-admin-password-" + uuid.uuid4().hex[:8]
@@ -81,3 +81,17 @@ def test_logs_are_json_and_hold_no_secret(server: tuple[str, Path]) -> None:
     assert "bootstrap superadmin created" in text
     assert JWT not in text
     assert ADMIN_PASSWORD not in text
+
+
+def test_a_client_cannot_pick_its_address_with_x_forwarded_for(
+        server: tuple[str, Path]) -> None:
+    # Found by probing: uvicorn believed X-Forwarded-For from 127.0.0.1, so every guess
+    # could claim a new address and the per-address throttle never started.
+    base, _ = server
+    answers = [httpx.post(f"{base}/api/auth/token",
+                          data={"username": f"nobody{i}", "password": "wrong-guess"},
+                          headers={"X-Forwarded-For": f"10.1.1.{i}"}).status_code
+               for i in range(8)]
+    # Every guess counts against 127.0.0.1: the block starts within the free failures.
+    assert 429 in answers, answers
+    assert answers.index(429) <= 5, answers

@@ -24,7 +24,7 @@ from app.models.common import utcnow
 from app.models.user import LoginFailures, Role, User, UserCreate
 from app.services.access import auth as auth_service
 from app.services.access import login_throttle
-from tests.conftest import TEST_PASSWORD, Account
+from tests.support.accounts import TEST_PASSWORD, Account
 from tests.support.requests_login import client_from
 
 # Each /api route and the least role it needs; a new route must be added here.

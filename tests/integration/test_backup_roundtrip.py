@@ -8,17 +8,10 @@ import pytest
 
 from app.config import Settings
 from app.services.storage import LocalStorage
-from tests.conftest import (
-    MONGO_DB,
-    MONGO_URI,
-    PG_DB,
-    RUN,
-    WORK,
-    Account,
-    pg_uri,
-    wait_job,
-)
+from tests.support.accounts import Account
 from tests.support.data import mongo_snapshot, pg_snapshot
+from tests.support.jobs import wait_job
+from tests.support.settings import MONGO_DB, MONGO_URI, PG_DB, RUN, WORK, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -20,9 +20,10 @@ from app.services.jobs.cancel import cancel_job
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.recovery import sweep
 from app.services.jobs.runner import JobRunner
-from tests.conftest import PG_URI, RUN, Account, pg_uri
+from tests.support.accounts import Account
 from tests.support.data import create_big_pg_database
 from tests.support.delete_cancel import app_runner_paused, files_of, store, with_source
+from tests.support.settings import PG_URI, RUN, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 BIG_DB = f"bv_cancel_{RUN}"

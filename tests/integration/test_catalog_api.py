@@ -9,7 +9,7 @@ from beanie import PydanticObjectId
 
 from app.models.backup import Backup
 from app.models.job import BackupJob, JobKind, JobStatus
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 pytestmark = pytest.mark.usefixtures("empty_catalog")
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.models.backup import Backup, BackupStatus, Verification, VerificationState
-from tests.conftest import MONGO_URI, RUN, WORK
+from tests.support.settings import MONGO_URI, RUN, WORK
 
 SOURCE = f"orders-archive-{RUN}"  # 23 characters: longer than the source column at 80
 ROWS = [

@@ -5,7 +5,8 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import JWT_SECRET, Account, make_settings
+from tests.support.accounts import Account
+from tests.support.settings import JWT_SECRET, make_settings
 
 SECRETS = ("mongo-catalog-pw", "AKIAEXAMPLEKEY99", "s3-very-secret-key", "mail-pw-123",
            "pg-source-pw", "mongo-source-pw", JWT_SECRET, "root-password-for-tests")

@@ -15,7 +15,7 @@ from app.models.job import BackupJob, JobKind, JobStatus
 from app.services.catalog import trash
 from app.services.catalog.retention import CleanupRequest, apply_retention
 from app.services.catalog.stats import backup_health
-from tests.conftest import PG_DB, Account, pg_uri
+from tests.support.accounts import Account
 from tests.support.delete_cancel import (
     app_runner_paused,
     files_of,
@@ -23,6 +23,7 @@ from tests.support.delete_cancel import (
     store,
     with_source,
 )
+from tests.support.settings import PG_DB, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

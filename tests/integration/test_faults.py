@@ -6,17 +6,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import pyrage
 import pytest
 from beanie import PydanticObjectId, SortDirection
-from fastapi import FastAPI
-from pydantic import SecretStr
 
-from app.config import Settings, SourceKind, SourceSettings
+from app.config import Settings
 from app.errors import AppError
 from app.models.backup import Backup, BackupStatus, VerificationState
 from app.models.job import BackupJob, JobStatus
@@ -30,30 +27,21 @@ from app.services.jobs.runner import JobRunner, Progress
 from app.services.storage import LocalStorage
 from app.services.storage.base import StorageError
 from app.services.storage.s3 import S3Storage
-from tests.conftest import MONGO_URI, PG_URI, RUN, WORK, Account, pg_uri
-from tests.integration.test_storage import S3_ACCESS, S3_ENDPOINT, S3_SECRET
-from tests.support.data import create_big_pg_database
+from tests.support.accounts import Account
+from tests.support.big_source import with_changes
 from tests.support.proxy import CuttingProxy
+from tests.support.settings import (
+    MONGO_URI,
+    PG_URI,
+    RUN,
+    S3_ACCESS,
+    S3_ENDPOINT,
+    S3_SECRET,
+    WORK,
+    pg_uri,
+)
 
 pytestmark = pytest.mark.usefixtures("source_databases")
-BIG_DB = f"bv_big_{RUN}"
-
-
-@pytest.fixture(scope="module")
-async def big(app: FastAPI) -> str:
-    await create_big_pg_database(PG_URI, BIG_DB)  # dropped with the run's other databases
-    return BIG_DB
-
-
-def with_changes(settings: Settings, **groups: dict[str, Any]) -> Settings:
-    """The test settings plus the `big` source, with some groups changed."""
-    update: dict[str, Any] = {
-        "sources": [*settings.sources,
-                    SourceSettings(name="big", kind=SourceKind.postgres,
-                                   uri=SecretStr(pg_uri(BIG_DB)))]}
-    for group, changes in groups.items():
-        update[group] = getattr(settings, group).model_copy(update=changes)
-    return settings.model_copy(update=update)
 
 
 def store(settings: Settings) -> LocalStorage:

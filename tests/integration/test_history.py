@@ -15,7 +15,7 @@ from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, ScheduleKind
 from app.services.jobs.history import prune_history
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 pytestmark = pytest.mark.usefixtures("empty_catalog")
 

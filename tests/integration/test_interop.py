@@ -11,7 +11,10 @@ import pytest
 
 from app.services.artifacts.stages import from_bytes
 from app.services.databases.mongodb.source import restore_archive
-from tests.conftest import (
+from tests.support.accounts import Account
+from tests.support.data import mongo_snapshot, pg_snapshot
+from tests.support.jobs import wait_job
+from tests.support.settings import (
     AGE_KEY_FILE,
     MONGO_DB,
     MONGO_URI,
@@ -20,11 +23,8 @@ from tests.conftest import (
     RUN,
     TOOLS_BIN,
     WORK,
-    Account,
     pg_uri,
-    wait_job,
 )
-from tests.support.data import mongo_snapshot, pg_snapshot
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

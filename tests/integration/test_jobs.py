@@ -14,18 +14,17 @@ from app.services.databases.backup import submit_database_backup
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
-from tests.conftest import Account
-from tests.integration.test_faults import big, with_changes
+from tests.support.accounts import Account
+from tests.support.big_source import with_changes
 
 pytestmark = pytest.mark.usefixtures("source_databases")
-__all__ = ["big"]
 
 
 @pytest.fixture
 async def slow_runner(app: FastAPI, settings: Settings, big: str) -> AsyncIterator[JobRunner]:
     """The app's runner paused, and one whose jobs are slow enough to watch."""
     await app.state.runner.stop()
-    # A job left running by the killed-process test still holds its lease (and a slot).
+    # A job another test left running (a killed process's) would still hold a slot.
     await BackupJob.get_pymongo_collection().update_many(
         {"status": "running"}, {"$set": {"status": "interrupted", "leaseExpiresAt": None}})
     slow = with_changes(settings, limits={"bandwidth_mbps": 8.0, "max_concurrent_jobs": 2})

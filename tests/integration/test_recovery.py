@@ -1,6 +1,6 @@
 """Stuck work: a job whose replica went silent is interrupted, announced and run again."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -12,10 +12,14 @@ from app.services.jobs.recovery import sweep
 from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
 
+# This test sweeps a minute ahead, so the app's own sweeper (every few seconds, on the
+# clock) never takes its jobs first, whatever ran before it.
+AHEAD = timedelta(seconds=60)
 
-async def orphan(kind: JobKind, lapsed_seconds: float, attempts: int = 2) -> BackupJob:
-    """A job as a replica killed mid-run leaves it: running, with a lease in the past."""
-    now = utcnow()
+
+async def orphan(kind: JobKind, lapsed_seconds: float, now: datetime,
+                 attempts: int = 2) -> BackupJob:
+    """A job as a replica killed mid-run leaves it: running, its lease lapsed at `now`."""
     job = BackupJob(kind=kind, status=JobStatus.running, trigger=JobTrigger.schedule,
                     attempts=1, max_attempts=attempts, lease_owner="ghost:1",
                     heartbeat_at=now - timedelta(seconds=lapsed_seconds + 30),
@@ -35,11 +39,12 @@ async def test_lapsed_lease_is_interrupted_announced_and_retried_once(
         heard.append(job)
 
     runner.finish_listeners.append(listen)
-    stuck = await orphan(JobKind.stats_report, 5)
-    alive = await orphan(JobKind.stats_report, -60)  # lease still valid: left alone
-    restore = await orphan(JobKind.restore, 5)
+    then = utcnow() + AHEAD
+    stuck = await orphan(JobKind.stats_report, 5, then)
+    alive = await orphan(JobKind.stats_report, -60, then)  # lease still valid: left alone
+    restore = await orphan(JobKind.restore, 5, then)
 
-    report = await sweep(runner)
+    report = await sweep(runner, then)
     assert stuck.id in report.interrupted
     assert restore.id in report.interrupted
     assert alive.id not in report.interrupted
@@ -61,7 +66,7 @@ async def test_lapsed_lease_is_interrupted_announced_and_retried_once(
     assert restored.retry_job_id is None  # a restore is never repeated behind anyone's back
 
     # Sweeping again (or on another replica) changes nothing.
-    again = await sweep(runner)
+    again = await sweep(runner, then)
     assert stuck.id not in again.interrupted
     assert after.retry_job_id not in again.retried
     still = await BackupJob.get(alive.id)

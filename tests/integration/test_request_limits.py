@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.errors import install_error_handlers
-from tests.conftest import Account
+from tests.support.accounts import Account
 from tests.support.requests_login import (
     Server,
     nested_json,

@@ -16,7 +16,7 @@ from app.models.user import User
 from app.services.databases.restore import ProtectedDatabaseError, plan_restore, restore
 from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
-from tests.conftest import MONGO_DB, MONGO_URI, PG_DB, RUN, Account, pg_uri
+from tests.support.accounts import Account
 from tests.support.data import pg_snapshot
 from tests.support.restore_safety import (
     backup_count,
@@ -25,6 +25,7 @@ from tests.support.restore_safety import (
     restore_call,
     with_source,
 )
+from tests.support.settings import MONGO_DB, MONGO_URI, PG_DB, RUN, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -15,7 +15,8 @@ from app.services.catalog.retention import CleanupRequest, apply_retention
 from app.services.databases.backup import back_up
 from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage
-from tests.conftest import PG_DB, Account, pg_uri
+from tests.support.accounts import Account
+from tests.support.settings import PG_DB, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -15,8 +15,10 @@ from app.config import Settings
 from app.main import create_app
 from app.models.job import BackupJob
 from app.models.schedule import ScheduleFire
-from tests.conftest import Account, make_settings, wait_job
+from tests.support.accounts import Account
+from tests.support.jobs import wait_job
 from tests.support.schedule_safety import catalog_of, started
+from tests.support.settings import make_settings
 
 UNRUNNABLE = [
     "*/60 * * * *",                       # APScheduler refuses a step beyond the range

@@ -17,7 +17,7 @@ from app.scheduler.service import ScheduleService
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -12,7 +12,7 @@ from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.stats import HealthStatus
 from app.services.catalog.stats import backup_health, backup_stats
-from tests.conftest import Account
+from tests.support.accounts import Account
 
 pytestmark = pytest.mark.usefixtures("empty_catalog")
 

@@ -1,6 +1,7 @@
 """Finding 7: superadmins manage users (role, state, password, tokens, deletion) without
 locking everyone out; the same through `backvault user ...`."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from beanie import PydanticObjectId
 from pydantic import SecretStr
 from pymongo import MongoClient
 
-from app.models.user import Role, User, UserCreate
+from app.errors import ConflictError
+from app.models.user import Role, User, UserCreate, UserUpdate
 from app.services.access import auth as auth_service
-from tests.conftest import MONGO_URI, TEST_PASSWORD, Account
+from tests.support.accounts import TEST_PASSWORD, Account
+from tests.support.settings import MONGO_URI
 
 NEW_PASSWORD = "a-brand-new-long-password"
 
@@ -247,3 +250,35 @@ def test_cli_user_commands_keep_the_last_superadmin(cli_env: dict[str, str]) -> 
     missing = cli(cli_env, "revoke", "nobody")
     assert missing.returncode == 2
     assert "not found" in missing.stderr
+
+
+async def test_two_superadmins_cannot_demote_each_other_at_once(app: Any) -> None:
+    # Found by probing: with exactly two superadmins, each demoting (or deleting) the other
+    # at the same moment left none. Other superadmins of the session are set aside.
+    from app.services.access import users as user_service
+
+    others = [u.id async for u in User.find({"role": "superadmin", "active": True})]
+    users = User.get_pymongo_collection()
+    await users.update_many({"_id": {"$in": others}}, {"$set": {"active": False}})
+    try:
+        for change in ({"role": Role.viewer}, {"active": False}):
+            one, two = await new_user(Role.superadmin), await new_user(Role.superadmin)
+            results = await asyncio.gather(
+                user_service.update_user(two, UserUpdate(**change), actor=one),
+                user_service.update_user(one, UserUpdate(**change), actor=two),
+                return_exceptions=True)
+            refused = [r for r in results if isinstance(r, ConflictError)]
+            assert len(refused) == 1, results
+            left = await User.find({"role": "superadmin", "active": True}).count()
+            assert left == 1
+            await users.update_many({"_id": {"$in": [one.id, two.id]}},
+                                    {"$set": {"active": False}})
+        one, two = await new_user(Role.superadmin), await new_user(Role.superadmin)
+        deletions = await asyncio.gather(user_service.delete_user(two, actor=one),
+                                         user_service.delete_user(one, actor=two),
+                                         return_exceptions=True)
+        assert sum(isinstance(r, ConflictError) for r in deletions) == 1, deletions
+        assert await User.find({"role": "superadmin", "active": True}).count() == 1
+        await users.update_many({"_id": {"$in": [one.id, two.id]}}, {"$set": {"active": False}})
+    finally:
+        await users.update_many({"_id": {"$in": others}}, {"$set": {"active": True}})

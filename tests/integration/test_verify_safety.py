@@ -19,7 +19,7 @@ from app.services.databases.verify import verify
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner, Progress
 from app.services.storage import LocalStorage
-from tests.conftest import RUN, Account, pg_uri
+from tests.support.accounts import Account
 from tests.support.data import pg_snapshot
 from tests.support.restore_safety import (
     backup_count,
@@ -30,6 +30,7 @@ from tests.support.restore_safety import (
     stored_path,
     wrong_identity,
 )
+from tests.support.settings import RUN, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 

@@ -1,6 +1,5 @@
 """Liveness tests: a second app started on its own catalog (behind proxies)."""
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,11 +13,7 @@ from app.config import Settings
 from app.main import create_app
 from app.models import DOCUMENT_MODELS
 from app.models.audit import AUDIT_MODELS
-from tests.conftest import MONGO_URI
-
-S3_ENDPOINT = os.environ.get("BACKVAULT_S3_ENDPOINT", "http://127.0.0.1:59000")
-S3_ACCESS = os.environ.get("BACKVAULT_S3_ACCESS_KEY", "backvault")
-S3_SECRET = os.environ.get("BACKVAULT_S3_SECRET_KEY", "backvault-secret")
+from tests.support.settings import MONGO_URI
 
 
 @asynccontextmanager

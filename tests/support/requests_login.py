@@ -19,8 +19,8 @@ import httpx
 from fastapi import FastAPI
 from pymongo import MongoClient
 
-from tests.conftest import MONGO_URI
 from tests.support.receivers import free_port, wait_until_serving
+from tests.support.settings import MONGO_URI
 
 
 @dataclass

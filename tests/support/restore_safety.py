@@ -11,7 +11,9 @@ from pydantic import SecretStr
 from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import Backup
 from app.services.storage import LocalStorage
-from tests.conftest import WORK, Account, wait_job
+from tests.support.accounts import Account
+from tests.support.jobs import wait_job
+from tests.support.settings import WORK
 
 
 async def backup_of(client: httpx.AsyncClient, admin: Account, source: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.main import create_app
 from app.models import DOCUMENT_MODELS
 from app.models.audit import AUDIT_MODELS
-from tests.conftest import MONGO_URI
+from tests.support.settings import MONGO_URI
 
 ROOT = {"username": "root", "password": "root-password-for-tests"}
 
