@@ -31,22 +31,20 @@ from app.errors import AppError
 from app.logs import configure_logging
 from app.models.audit import AuditFilter, AuditOutcome
 from app.models.backup import Backup, BackupFilter, BackupOut
-from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
+from app.models.job import BackupJob, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.user import PasswordReset, Role, User, UserCreate, UserUpdate
+from app.runtime import open_runtime
 from app.services.access import auth as auth_service
 from app.services.access import users as user_service
 from app.services.catalog import queries as catalog
-from app.services.catalog.db import open_catalog
 from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
 from app.services.databases.backup import submit_database_backup
 from app.services.databases.restore import plan_restore
-from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
 from app.services.jobs.runner import Progress as JobProgress
+from app.services.jobs.submit import submit_cleanup, submit_restore, submit_verify
 from app.services.ops import audit as audit_service
-from app.services.ops.notify import job_listener
-from app.services.storage import targets_from_settings
 
 app = typer.Typer(help="Backvault: backups of PostgreSQL, MongoDB, IPFS and Gaia.",
                   no_args_is_help=True)
@@ -63,17 +61,8 @@ def _run(work: Callable[[Settings, JobRunner], Awaitable[int]]) -> None:
 
     async def main() -> int:
         settings = get_settings()
-        configure_logging(settings.system.log_level)
-        client = await open_catalog(settings)
-        targets = targets_from_settings(settings)
-        await targets.prepare()
-        runner = JobRunner(settings, targets.default, JOB_HANDLERS, runs_own_jobs=True,
-                           targets=targets)
-        runner.finish_listeners.append(job_listener(settings))
-        try:
-            return await work(settings, runner)
-        finally:
-            await client.close()
+        async with open_runtime(settings, runs_own_jobs=True) as runtime:
+            return await work(settings, runtime.runner)
 
     try:
         code = asyncio.run(main())
@@ -258,8 +247,7 @@ def verify(backup_id: str) -> None:
 
     async def work(settings: Settings, runner: JobRunner) -> int:
         backup = await catalog.get_backup(await _backup_id(backup_id))
-        job = await runner.submit(JobKind.verify, {}, source=backup.source,
-                                  backup_id=backup.id, trigger=JobTrigger.cli)
+        job = await submit_verify(runner, backup, None, trigger=JobTrigger.cli)
         return _report(await _run_job(runner, job, f"verify {backup_id}"))
 
     _run(work)
@@ -282,9 +270,7 @@ def restore(backup_id: str, target_database: str | None = None, drop_existing: b
         if dry_run:
             out.print_json(plan.model_dump_json(by_alias=True))
             return 0
-        job = await runner.submit(JobKind.restore, request.model_dump(mode="json"),
-                                  source=backup.source, backup_id=backup.id,
-                                  trigger=JobTrigger.cli)
+        job = await submit_restore(runner, backup, request, None, trigger=JobTrigger.cli)
         return _report(await _run_job(runner, job, f"restore {backup_id}"))
 
     _run(work)
@@ -312,8 +298,7 @@ def cleanup(dry_run: Annotated[bool, typer.Option(help="show what would go; dele
         if dry_run:
             _print_cleanup(await apply_retention(settings, runner.targets, request))
             return 0
-        job = await runner.submit(JobKind.cleanup, request.model_dump(mode="json", by_alias=True),
-                                  source=source, trigger=JobTrigger.cli)
+        job = await submit_cleanup(runner, request, None, trigger=JobTrigger.cli)
         finished = await _run_job(runner, job, "retention cleanup")
         if finished.status is not JobStatus.completed:
             return _report(finished)

@@ -13,14 +13,8 @@ from app.api.limits import RequestLimits
 from app.api.openapi import document_errors
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.logs import configure_logging
+from app.runtime import open_runtime
 from app.scheduler.service import ScheduleService
-from app.services.access.auth import bootstrap_superadmin
-from app.services.catalog.db import open_catalog
-from app.services.jobs.handlers import JOB_HANDLERS
-from app.services.jobs.runner import JobRunner
-from app.services.ops.notify import job_listener
-from app.services.storage import targets_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -30,28 +24,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.system.log_level)
-        app.state.mongo = await open_catalog(settings)
-        targets = targets_from_settings(settings)
-        await targets.prepare()
-        app.state.storage = targets.default  # content objects stay on the default target
-        runner = JobRunner(settings, targets.default, JOB_HANDLERS, targets=targets)
-        runner.finish_listeners.append(job_listener(settings))
-        app.state.runner = runner
-        created = await bootstrap_superadmin(settings)
-        if created is not None:
-            log.info("bootstrap superadmin created", username=created.username)
-        runner.start()
-        app.state.schedules = ScheduleService(runner)
-        await app.state.schedules.start()
-        log.info("backvault started", environment=settings.system.environment.value,
-                 catalog_database=settings.catalog.database)
-        try:
-            yield
-        finally:
-            await app.state.schedules.stop()
-            await runner.stop()
-            await app.state.mongo.close()
+        async with open_runtime(settings, bootstrap_admin=True) as runtime:
+            app.state.mongo = runtime.mongo
+            app.state.storage = runtime.targets.default  # content objects: the default target
+            app.state.runner = runtime.runner
+            runtime.runner.start()
+            app.state.schedules = ScheduleService(runtime.runner)
+            await app.state.schedules.start()
+            log.info("backvault started", environment=settings.system.environment.value,
+                     catalog_database=settings.catalog.database)
+            try:
+                yield
+            finally:
+                await app.state.schedules.stop()
 
     app = FastAPI(
         title="Backvault",

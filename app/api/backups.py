@@ -16,7 +16,6 @@ from app.api.deps import (
     TargetsDep,
 )
 from app.config import ContentType, public_view
-from app.errors import InvalidInputError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
 from app.models.content import (
@@ -27,7 +26,7 @@ from app.models.content import (
     FullBackupCreate,
     ItemStatus,
 )
-from app.models.job import BackupJob, JobKind, JobOut
+from app.models.job import BackupJob, JobOut
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport
@@ -43,6 +42,7 @@ from app.services.content.ipfs import CAR_TYPE
 from app.services.databases import backup as backups
 from app.services.databases import restore as restores
 from app.services.databases.restore import RestorePlan
+from app.services.jobs import submit
 from app.services.jobs.runner import JobRunner
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
@@ -115,8 +115,7 @@ async def cleanup(body: CleanupRequest, user: AdminUser, runner: RunnerDep,
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
         return await apply_retention(settings, targets, body)
-    job = await runner.submit(JobKind.cleanup, body.model_dump(mode="json", by_alias=True),
-                              source=body.source, requested_by=user.id)
+    job = await submit.submit_cleanup(runner, body, user.id)
     return await _job_response(job, runner, wait, response)
 
 
@@ -194,8 +193,7 @@ async def verify_backup(backup_id: PydanticObjectId, user: AdminUser, runner: Ru
     """Re-read the stored object and check size, SHA-256 and inner format (admin)."""
     backup = await catalog.get_backup(backup_id)
     require_artifact(backup)
-    job = await runner.submit(JobKind.verify, {}, source=backup.source, backup_id=backup.id,
-                              requested_by=user.id)
+    job = await submit.submit_verify(runner, backup, user.id)
     return await _job_response(job, runner, wait, response)
 
 
@@ -240,17 +238,13 @@ async def export_tar(backup_id: PydanticObjectId, storage: StorageDep, settings:
 @router.post("/{backup_id}/import", response_model=JobOut,
              status_code=status.HTTP_202_ACCEPTED)
 async def import_content(backup_id: PydanticObjectId, body: ContentImportRequest,
-                         user: SuperUser, runner: RunnerDep, settings: SettingsDep,
-                         response: Response,
+                         user: SuperUser, runner: RunnerDep, response: Response,
                          wait: Annotated[bool, Query(description="answer when done")] = False
                          ) -> JobOut:
     """Re-import a content backup's IPFS items into the configured Kubo node and pin them
     (superadmin); every block is checked against its CID first."""
     backup = await content_restore.content_backup(backup_id)
-    if settings.content.kubo_api is None:
-        raise InvalidInputError("No Kubo API to import into (BACKUP_CONTENT__KUBO_API)")
-    job = await runner.submit(JobKind.content_import, body.model_dump(mode="json"),
-                              source=backup.source, backup_id=backup.id, requested_by=user.id)
+    job = await content_restore.submit_content_import(runner, backup, body, user.id)
     return await _job_response(job, runner, wait, response)
 
 
@@ -269,6 +263,5 @@ async def restore_backup(backup_id: PydanticObjectId, body: RestoreRequest, user
         response.status_code = status.HTTP_200_OK
         return plan
     plan.refuse_conflicts()
-    job = await runner.submit(JobKind.restore, body.model_dump(mode="json"),
-                              source=backup.source, backup_id=backup.id, requested_by=user.id)
+    job = await submit.submit_restore(runner, backup, body, user.id)
     return await _job_response(job, runner, wait, response)

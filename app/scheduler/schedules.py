@@ -1,7 +1,6 @@
 """Schedules: defaults seeded from settings, edits, fires claimed once, and their jobs."""
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from beanie import PydanticObjectId
@@ -15,6 +14,13 @@ from app.models.backup import BackupType
 from app.models.common import document_alias, utcnow
 from app.models.content import ContentBackupCreate
 from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
+from app.models.job_params import (
+    CleanupParams,
+    ContentParams,
+    DatabaseParams,
+    JobParams,
+    ReportParams,
+)
 from app.models.requests import DatabaseBackupCreate
 from app.models.schedule import (
     FireStatus,
@@ -270,17 +276,24 @@ def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
     return [s.name for s in settings.all_sources() if s.enabled]
 
 
-def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> dict[str, Any]:
-    params: dict[str, Any] = {"fireTime": fire.fire_time.isoformat()}
-    if schedule.kind in BACKUP_KINDS:
+def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobParams:
+    """The params of one job of a fire: each carries the fire's time."""
+    notes = f"Scheduled backup ({schedule.name})"
+    if schedule.kind is ScheduleKind.database:
         assert source is not None
-        body = (DatabaseBackupCreate if schedule.kind is ScheduleKind.database
-                else ContentBackupCreate)
-        request = body(source=source, retention_days=schedule.retention_days,
-                       notes=f"Scheduled backup ({schedule.name})")
-        params |= {"request": request.model_dump(mode="json", by_alias=True),
-                   "backupType": BackupType.automatic.value}
-    return params
+        return DatabaseParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,
+                              request=DatabaseBackupCreate(
+                                  source=source, retention_days=schedule.retention_days,
+                                  notes=notes))
+    if schedule.kind is ScheduleKind.content:
+        assert source is not None
+        return ContentParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,
+                             request=ContentBackupCreate(
+                                 source=source, retention_days=schedule.retention_days,
+                                 notes=notes))
+    if schedule.kind is ScheduleKind.cleanup:
+        return CleanupParams(fire_time=fire.fire_time)
+    return ReportParams(fire_time=fire.fire_time)
 
 
 async def dispatch(runner: JobRunner, schedule: Schedule, fire: ScheduleFire) -> list[BackupJob]:

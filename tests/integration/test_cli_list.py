@@ -1,4 +1,5 @@
-"""`backvault list` fits an 80-column terminal with whole words (finding 11)."""
+"""`backvault list` fits an 80-column terminal with whole words (finding 11); CLI jobs are
+queued like the API's."""
 
 import asyncio
 import os
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.models.backup import Backup, BackupStatus, Verification, VerificationState
+from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from tests.support.settings import MONGO_URI, RUN, WORK
 
 SOURCE = f"orders-archive-{RUN}"  # 23 characters: longer than the source column at 80
@@ -32,7 +34,7 @@ async def listed(app: FastAPI) -> AsyncIterator[list[Backup]]:
     await Backup.find({"source": SOURCE}).delete()
 
 
-async def run_list(settings: Settings, columns: int) -> str:
+async def run_cli(settings: Settings, *args: str, columns: int = 80) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
     env.update({
         "BACKUP_CATALOG__MONGO_URI": MONGO_URI,
@@ -44,11 +46,15 @@ async def run_list(settings: Settings, columns: int) -> str:
     })
     cli = Path(sys.executable).parent / "backvault"
     proc = await asyncio.create_subprocess_exec(
-        str(cli), "list", "--source", SOURCE, env=env, cwd=WORK,
+        str(cli), *args, env=env, cwd=WORK,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+async def run_list(settings: Settings, columns: int) -> str:
+    return await run_cli(settings, "list", "--source", SOURCE, columns=columns)
 
 
 async def test_list_fits_80_columns(settings: Settings, listed: list[Backup]) -> None:
@@ -80,3 +86,16 @@ async def test_list_wide_shows_whole_ids(settings: Settings, listed: list[Backup
         assert SOURCE in row
         assert "manual" in row
         assert backup.status.value in row.split()
+
+
+async def test_cli_cleanup_queues_a_typed_job_and_runs_it(settings: Settings,
+                                                          listed: list[Backup]) -> None:
+    source = f"nothing-here-{RUN}"
+    text = await run_cli(settings, "cleanup", "--source", source, columns=140)
+    assert "0 backups deleted" in text
+    job = await BackupJob.find_one({"kind": JobKind.cleanup.value, "source": source})
+    assert job is not None
+    assert job.trigger is JobTrigger.cli
+    assert job.status is JobStatus.completed
+    # Stored in the same camelCase shape the API's and a schedule's cleanups have.
+    assert job.params == {"dryRun": False, "source": source}

@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.models.job import BackupJob
+from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
 from app.models.requests import DatabaseBackupCreate
 from app.services.databases.backup import submit_database_backup
 from app.services.jobs.handlers import JOB_HANDLERS
@@ -16,6 +16,7 @@ from app.services.jobs.runner import JobRunner
 from app.services.storage import LocalStorage
 from tests.support.accounts import Account
 from tests.support.big_source import with_changes
+from tests.support.settings import RUN
 
 pytestmark = pytest.mark.usefixtures("source_databases")
 
@@ -68,3 +69,32 @@ async def test_progress_and_concurrency(slow_runner: JobRunner, client: httpx.As
         assert job.lease_owner == "slow-test-runner"
         assert job.started_at is not None
         assert job.finished_at is not None
+
+
+async def test_a_job_stored_before_params_were_typed_still_runs(app: FastAPI,
+                                                                settings: Settings) -> None:
+    # A scheduled cleanup as an earlier version queued it: its fire time in isoformat.
+    runner = JobRunner(settings, LocalStorage(settings.storage.local_dir), JOB_HANDLERS,
+                       replica_id=f"old-params-{RUN}", runs_own_jobs=True)
+    source = f"old-params-{RUN}"
+    job = BackupJob(kind=JobKind.cleanup, trigger=JobTrigger.schedule, source=source,
+                    params={"dryRun": True, "source": source,
+                            "fireTime": "2026-03-01T05:00:00+00:00"})
+    await runner.enqueue(job)
+    done = await runner.run_now(job)
+    assert done.status is JobStatus.completed, done.error
+    assert done.result["dryRun"] is True
+    assert done.result["deletedCount"] == 0
+
+
+async def test_a_job_with_params_of_no_known_shape_fails_with_a_reason(
+        app: FastAPI, settings: Settings) -> None:
+    runner = JobRunner(settings, LocalStorage(settings.storage.local_dir), JOB_HANDLERS,
+                       replica_id=f"bad-params-{RUN}", runs_own_jobs=True)
+    job = BackupJob(kind=JobKind.cleanup, source=f"bad-params-{RUN}",
+                    params={"dryRun": True, "purgeEverything": True})
+    await runner.enqueue(job)
+    done = await runner.run_now(job)
+    assert done.status is JobStatus.failed
+    assert done.error
+    assert "purgeEverything" in done.error

@@ -2,11 +2,14 @@
 
 from datetime import datetime, timedelta
 
+from beanie import PydanticObjectId
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.models.backup import Backup, BackupKind, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus, JobTrigger
+from app.services.databases.backup import discard_backup
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.recovery import sweep
 from app.services.jobs.runner import JobRunner
@@ -75,3 +78,20 @@ async def test_lapsed_lease_is_interrupted_announced_and_retried_once(
     await BackupJob.get_pymongo_collection().update_one(
         {"_id": alive.id}, {"$set": {"status": "interrupted", "retryJobId": alive.id}})
     await app.state.runner.wait(retry.id, 60)
+
+
+async def test_a_given_up_backup_keeps_the_first_reason(app: FastAPI, settings: Settings) -> None:
+    # Seen on a loaded machine: the sweep gave a slow replica's backup up (and removed its
+    # partial file); the still-running writer then failed on the missing file and replaced
+    # "Interrupted ..." with "No such file", which hid what happened.
+    storage = LocalStorage(settings.storage.local_dir)
+    backup = Backup(source="pg", kind=BackupKind.postgres, status=BackupStatus.pending,
+                    admin=PydanticObjectId(), storage_key="pg/given-up.pgdump.zst.age")
+    await backup.insert()
+    await discard_backup(storage, backup, "Interrupted: its job ended interrupted")
+    await discard_backup(storage, backup, "Storage or network error: No such file")
+    stored = await Backup.get(backup.id)
+    assert stored is not None
+    assert stored.status is BackupStatus.failed
+    assert stored.error == "Interrupted: its job ended interrupted"
+    await stored.delete()

@@ -23,6 +23,7 @@ from app.errors import AppError
 from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationState
 from app.models.common import ApiSchema, utcnow
 from app.models.content import ContentItem, ContentObject
+from app.models.job_params import CleanupParams, params_of
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
 from app.services.storage import Targets, as_targets
@@ -251,14 +252,10 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
     return result
 
 
-def cleanup_request(params: dict[str, Any]) -> CleanupRequest:
-    """A cleanup job's request; a scheduled one's params also carry its fire time."""
-    return CleanupRequest.model_validate({k: v for k, v in params.items() if k != "fireTime"})
-
-
 async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
     """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
-    request = cleanup_request(ctx.job.params)
+    params = params_of(ctx.job, CleanupParams)
+    request = CleanupRequest(dry_run=params.dry_run, source=params.source)
     ctx.progress.set_phase("cleanup")
     result = await apply_retention(ctx.settings, ctx.all_targets, request)
     if result.errors:

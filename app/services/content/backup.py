@@ -20,6 +20,7 @@ from app.errors import AppError, InvalidInputError
 from app.models.backup import Backup, BackupStatus, BackupType
 from app.models.content import ContentBackupCreate, ContentItem, FullBackupCreate
 from app.models.job import BackupJob, JobKind, JobTrigger
+from app.models.job_params import ContentParams, FullParams, params_of
 from app.models.requests import DatabaseBackupCreate
 from app.services.access.auth import system_user_id
 from app.services.content import gaia
@@ -46,8 +47,7 @@ async def submit_content_backup(runner: JobRunner, body: ContentBackupCreate,
                                 backup_type: BackupType = BackupType.manual) -> BackupJob:
     """Queue a `content` job for one content source."""
     content_source_or_error(runner.settings, body.source)
-    params = {"request": body.model_dump(mode="json", by_alias=True),
-              "backupType": backup_type.value}
+    params = ContentParams(request=body, backup_type=backup_type)
     return await runner.submit(JobKind.content, params, source=body.source, trigger=trigger,
                                requested_by=requested_by)
 
@@ -128,12 +128,11 @@ async def back_up_content(settings: Settings, storage: Storage, progress: Progre
 
 async def run_content_backup(ctx: JobContext) -> dict[str, Any]:
     """The `content` job handler."""
-    body = ContentBackupCreate.model_validate(ctx.job.params["request"])
+    params = params_of(ctx.job, ContentParams)
     backup = await back_up_content(
-        ctx.settings, ctx.storage, ctx.progress, body,
+        ctx.settings, ctx.storage, ctx.progress, params.request,
         admin=ctx.job.requested_by or await system_user_id(),
-        backup_type=BackupType(ctx.job.params.get("backupType", BackupType.manual.value)),
-        job_id=ctx.job.id)
+        backup_type=params.backup_type, job_id=ctx.job.id)
     await ctx.attach_backup(backup.id)
     return content_result(backup)
 
@@ -163,8 +162,8 @@ async def submit_full_backup(runner: JobRunner, body: FullBackupCreate,
         content_source_or_error(settings, name)
     if not databases and not contents:
         raise InvalidInputError("Nothing to back up: no database or content source")
-    params = {"sources": databases, "contentSources": contents, "notes": body.notes,
-              "retentionDays": body.retention_days}
+    params = FullParams(sources=databases, content_sources=contents, notes=body.notes,
+                        retention_days=body.retention_days)
     return await runner.submit(JobKind.full, params, trigger=trigger, requested_by=requested_by)
 
 
@@ -172,11 +171,11 @@ async def run_full_backup(ctx: JobContext) -> dict[str, Any]:
     """The `full` job handler: each database source, then each content source, in one job.
 
     A source that fails does not stop the others; the job fails only if all did."""
-    params = ctx.job.params
+    params = params_of(ctx.job, FullParams)
     admin = ctx.job.requested_by or await system_user_id()
-    notes, retention = params.get("notes"), params.get("retentionDays")
+    notes, retention = params.notes, params.retention_days
     outcomes: list[dict[str, Any]] = []
-    for name in params["sources"]:
+    for name in params.sources:
         ctx.progress.set_phase("database", name)
         try:
             backup = await back_up(ctx.settings, ctx.storage, ctx.progress,
@@ -186,7 +185,7 @@ async def run_full_backup(ctx: JobContext) -> dict[str, Any]:
             outcomes.append({"source": name, "backupId": str(backup.id), "status": "completed"})
         except Exception as exc:
             outcomes.append({"source": name, "status": "failed", "error": error_text(exc)})
-    for name in params["contentSources"]:
+    for name in params.content_sources:
         ctx.progress.set_phase("content", name)
         try:
             backup = await back_up_content(ctx.settings, ctx.storage, ctx.progress,

@@ -12,13 +12,15 @@ from app.config import ContentType, Settings
 from app.errors import ConflictError, InvalidInputError
 from app.models.backup import GOOD_STATUSES, Backup, BackupKind
 from app.models.content import ContentImportRequest, ContentItem, ContentObject, ItemStatus
+from app.models.job import BackupJob, JobKind, JobTrigger
+from app.models.job_params import ContentImportParams, params_of
 from app.services.artifacts.read import opened
 from app.services.artifacts.stages import Digest
 from app.services.catalog.queries import get_backup
 from app.services.content import ipfs
 from app.services.content.formats.car import header_bytes
 from app.services.content.outbound import outbound_for
-from app.services.jobs.runner import JobContext, error_text
+from app.services.jobs.runner import JobContext, JobRunner, error_text
 from app.services.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -131,4 +133,15 @@ async def run_content_import(ctx: JobContext) -> dict[str, Any]:
     assert ctx.job.backup_id is not None
     ctx.progress.set_phase("importing")
     return await import_into_kubo(ctx.settings, ctx.storage, ctx.job.backup_id,
-                                  ContentImportRequest.model_validate(ctx.job.params))
+                                  params_of(ctx.job, ContentImportParams))
+
+
+async def submit_content_import(runner: JobRunner, backup: Backup, body: ContentImportRequest,
+                                requested_by: PydanticObjectId | None,
+                                trigger: JobTrigger = JobTrigger.api) -> BackupJob:
+    """Queue a `content_import` job: the backup's IPFS items into the configured Kubo."""
+    if runner.settings.content.kubo_api is None:
+        raise InvalidInputError("No Kubo API to import into (BACKUP_CONTENT__KUBO_API)")
+    params = ContentImportParams.model_validate(body.model_dump())
+    return await runner.submit(JobKind.content_import, params, source=backup.source,
+                               backup_id=backup.id, requested_by=requested_by, trigger=trigger)

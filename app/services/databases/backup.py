@@ -11,12 +11,13 @@ from typing import Any
 import structlog
 from beanie import PydanticObjectId
 
-from app.config import Settings, SourceKind, SourceSettings
+from app.config import Settings, SourceSettings
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
 from app.models.common import utcnow
 from app.models.content import ContentItem
 from app.models.job import CANCELLED_BY, BackupJob, JobKind, JobTrigger
+from app.models.job_params import DatabaseParams, params_of
 from app.models.requests import DatabaseBackupCreate
 from app.services.access.auth import system_user_id
 from app.services.artifacts.compress import compress
@@ -32,17 +33,19 @@ from app.services.artifacts.stages import (
 )
 from app.services.catalog.queries import update_backup
 from app.services.databases.base import DumpInfo, SourceError
-from app.services.databases.manifest import build_manifest, manifest_bytes, plan_artifact
-from app.services.databases.mongodb.source import DumpOptions, MongoSource
-from app.services.databases.postgres.source import PgDumpOptions, PgTools, PostgresSource
+from app.services.databases.kinds import kind_of
+from app.services.databases.manifest import (
+    ArtifactPlan,
+    build_manifest,
+    manifest_bytes,
+    plan_artifact,
+)
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
 from app.services.storage import Storage, StorageTargets, Targets, as_targets
 from app.services.storage.copies import copy_names, copy_to, remove_copies
 
 log = structlog.get_logger(__name__)
 MB = 1024 * 1024
-KIND_OF_SOURCE = {SourceKind.postgres: BackupKind.postgres,
-                  SourceKind.mongodb: BackupKind.mongodb}
 
 
 def source_or_error(settings: Settings, name: str) -> SourceSettings:
@@ -59,13 +62,7 @@ def source_or_error(settings: Settings, name: str) -> SourceSettings:
 def check_request(settings: Settings, body: DatabaseBackupCreate) -> SourceSettings:
     """Refuse options that do not fit the source's kind, naming the field."""
     source = source_or_error(settings, body.source)
-    wrong = []
-    if source.kind is SourceKind.mongodb:
-        wrong += [f for f, v in (("schemaOnly", body.schema_only), ("dataOnly", body.data_only),
-                                 ("tables", body.tables)) if v]
-    else:
-        wrong += [f for f, v in (("collections", body.collections),
-                                 ("allowPartial", body.allow_partial)) if v]
+    wrong = kind_of(source.kind).unsupported_options(body)
     if wrong:
         raise InvalidInputError(
             f"{', '.join(wrong)} cannot be used with a {source.kind.value} source",
@@ -83,9 +80,9 @@ async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
                                  requested_by: PydanticObjectId | None,
                                  trigger: JobTrigger = JobTrigger.api,
                                  backup_type: BackupType = BackupType.manual) -> BackupJob:
+    """Queue a `database` job for one source, its options checked first."""
     check_request(runner.settings, body)
-    params = {"request": body.model_dump(mode="json", by_alias=True),
-              "backupType": backup_type.value}
+    params = DatabaseParams(request=body, backup_type=backup_type)
     return await runner.submit(JobKind.database, params, source=body.source, trigger=trigger,
                                requested_by=requested_by)
 
@@ -105,24 +102,16 @@ def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Prog
 
 def dump_stream(settings: Settings, source: SourceSettings, body: DatabaseBackupCreate,
                 info: DumpInfo, database: str | None = None) -> Chunks:
-    if source.kind is SourceKind.postgres:
-        pg = PostgresSource(source.uri.get_secret_value(), database or source.database,
-                            PgTools(settings.tools.pg_bin_dir))
-        return pg.dump(PgDumpOptions(schema_only=body.schema_only, data_only=body.data_only,
-                                     tables=body.tables), info)
-    mongo = MongoSource(source if database is None else
-                        source.model_copy(update={"database": database}))
-    return mongo.dump(DumpOptions(collections=body.collections,
-                                  allow_partial=body.allow_partial), info)
+    return kind_of(source.kind).dump(settings, source, body, info, database)
 
 
 async def run_database_backup(ctx: JobContext) -> dict[str, Any]:
     """The `database` job handler."""
-    body = DatabaseBackupCreate.model_validate(ctx.job.params["request"])
-    backup_type = BackupType(ctx.job.params.get("backupType", BackupType.manual.value))
-    backup = await back_up(ctx.settings, ctx.all_targets, ctx.progress, body,
+    params = params_of(ctx.job, DatabaseParams)
+    backup = await back_up(ctx.settings, ctx.all_targets, ctx.progress, params.request,
                            admin=ctx.job.requested_by or await system_user_id(),
-                           backup_type=backup_type, job_id=ctx.job.id, attach=ctx.attach_backup)
+                           backup_type=params.backup_type, job_id=ctx.job.id,
+                           attach=ctx.attach_backup)
     return {"backupId": str(backup.id), "storedBytes": backup.stored_bytes,
             "plaintextBytes": backup.plaintext_bytes, "sha256": backup.sha256,
             "partial": bool(backup.error), "storageTarget": backup.storage_target,
@@ -143,19 +132,9 @@ async def back_up(settings: Settings, storage: Targets, progress: Progress,
     targets = as_targets(settings, storage)
     primary = targets.default
     database_name = database or source.database_name()
-    # The id is made here so the record is written once, already naming its artifact.
-    backup_id, created = PydanticObjectId(), utcnow()
-    plan = plan_artifact(settings, source.name, source.kind, str(backup_id), created)
-    backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
-                    source=source.name, kind=KIND_OF_SOURCE[source.kind], job_id=job_id,
-                    retention_days=body.retention_days or settings.retention.days,
-                    notes=body.notes, storage_backend=primary.name,
-                    storage_target=targets.recorded_name(targets.default_name),
-                    options=body.model_dump(mode="json", by_alias=True,
-                                            exclude={"source", "notes", "retention_days"}),
-                    storage_key=plan.key, manifest_key=plan.manifest_key,
-                    format_chain=plan.format_chain, encrypted=plan.encrypted,
-                    recipients=plan.recipients, database=database_name, safety_for=safety_for)
+    backup, plan = _pending_backup(settings, targets, source, body, database_name,
+                                   admin=admin, backup_type=backup_type, job_id=job_id,
+                                   safety_for=safety_for)
     await backup.insert()
     if attach is not None:
         await attach(backup.id)
@@ -169,13 +148,7 @@ async def back_up(settings: Settings, storage: Targets, progress: Progress,
         async with asyncio.timeout(settings.limits.timeout_seconds):
             stored = await primary.put(plan.key, stream)
         progress.set_phase("recording")
-        duration_ms = int((time.monotonic() - started) * 1000)
-        partial = "; ".join(f"{name}: {err}" for name, err in sorted(info.errors.items()))
-        details = dict(
-            size_mb=round(stored / MB, 6), sha256=digest.hexdigest, stored_bytes=stored,
-            plaintext_bytes=progress.bytes_read, duration_ms=duration_ms,
-            server_version=info.server_version, tool_version=info.tool_version,
-            contents=info.contents, error=f"partial: {partial}" if partial else None)
+        details = _outcome(info, stored, digest, progress, started)
         for name, value in details.items():
             setattr(backup, name, value)
         backup.updated_at = utcnow()
@@ -187,7 +160,7 @@ async def back_up(settings: Settings, storage: Targets, progress: Progress,
                                    status=BackupStatus.completed, **details):
             raise SourceError("The backup was given up as interrupted before it completed")
         log.info("backup completed", backup_id=str(backup.id), source=source.name,
-                 stored_bytes=stored, duration_ms=duration_ms)
+                 stored_bytes=stored, duration_ms=details["duration_ms"])
     except BaseException as exc:
         message = _failure_message(exc, settings)
         await asyncio.shield(discard_backup(targets, backup, message))
@@ -201,6 +174,40 @@ async def back_up(settings: Settings, storage: Targets, progress: Progress,
         progress.set_phase("copying", ", ".join(wanted))
         await make_copies(targets, backup, wanted)
     return backup
+
+
+def _pending_backup(settings: Settings, targets: StorageTargets, source: SourceSettings,
+                    body: DatabaseBackupCreate, database: str, *,
+                    admin: PydanticObjectId | None, backup_type: BackupType,
+                    job_id: PydanticObjectId | None,
+                    safety_for: PydanticObjectId | None) -> tuple[Backup, ArtifactPlan]:
+    """The pending record, made with its id so it is written once, already naming its
+    artifact."""
+    backup_id, created = PydanticObjectId(), utcnow()
+    plan = plan_artifact(settings, source.name, source.kind, str(backup_id), created)
+    backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
+                    source=source.name, kind=kind_of(source.kind).backup_kind, job_id=job_id,
+                    retention_days=body.retention_days or settings.retention.days,
+                    notes=body.notes, storage_backend=targets.default.name,
+                    storage_target=targets.recorded_name(targets.default_name),
+                    options=body.model_dump(mode="json", by_alias=True,
+                                            exclude={"source", "notes", "retention_days"}),
+                    storage_key=plan.key, manifest_key=plan.manifest_key,
+                    format_chain=plan.format_chain, encrypted=plan.encrypted,
+                    recipients=plan.recipients, database=database, safety_for=safety_for)
+    return backup, plan
+
+
+def _outcome(info: DumpInfo, stored: int, digest: Digest, progress: Progress,
+             started: float) -> dict[str, Any]:
+    """What a finished dump records on its backup."""
+    partial = "; ".join(f"{name}: {err}" for name, err in sorted(info.errors.items()))
+    return dict(
+        size_mb=round(stored / MB, 6), sha256=digest.hexdigest, stored_bytes=stored,
+        plaintext_bytes=progress.bytes_read,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        server_version=info.server_version, tool_version=info.tool_version,
+        contents=info.contents, error=f"partial: {partial}" if partial else None)
 
 
 async def make_copies(targets: StorageTargets, backup: Backup, names: list[str]) -> None:
@@ -234,9 +241,13 @@ async def discard_backup(storage: Targets, backup: Backup, message: str) -> None
             await written_to.delete(key)
         except Exception:
             log.exception("could not remove a failed backup's object", key=key)
-    await update_backup(backup, status=BackupStatus.failed, error=message,
-                        notes=(backup.notes + "\n" if backup.notes else "") + f"Failed: {message}")
-    log.warning("backup failed", backup_id=str(backup.id), error=message)
+    # The first reason stands: when the sweep gave the backup up while its writer still
+    # ran, the writer's own failure (its partial file removed) is a consequence, not news.
+    if await update_backup(backup, only_if={"status": BackupStatus.pending.value},
+                           status=BackupStatus.failed, error=message,
+                           notes=(backup.notes + "\n" if backup.notes else "")
+                           + f"Failed: {message}"):
+        log.warning("backup failed", backup_id=str(backup.id), error=message)
 
 
 def _target_storage(storage: Targets, backup: Backup) -> Storage:

@@ -13,8 +13,8 @@ from typing import Any
 from app.config import Settings, SourceKind
 from app.models.backup import Backup
 from app.services.artifacts.compress import SUFFIX
+from app.services.databases.kinds import kind_of, kind_of_format
 
-FORMAT_OF_KIND = {SourceKind.postgres: "pgdump", SourceKind.mongodb: "mongoarchive"}
 MANIFEST_VERSION = 1
 
 
@@ -39,7 +39,7 @@ def format_chain(settings: Settings, base: str) -> list[str]:
 
 def plan_artifact(settings: Settings, source: str, kind: SourceKind, backup_id: str,
                   created: datetime) -> ArtifactPlan:
-    chain = format_chain(settings, FORMAT_OF_KIND[kind])
+    chain = format_chain(settings, kind_of(kind).format_name)
     recipients = list(settings.encryption.recipients)
     folder = f"{source}/{created:%Y/%m/%d}"
     return ArtifactPlan(chain, f"{folder}/{backup_id}.{'.'.join(chain)}",
@@ -63,15 +63,7 @@ def restore_command(chain: list[str], filename: str, database: str) -> str:
     compression = next((c for c in chain if c in reader), None)
     if compression:
         steps.append(reader[compression] + ("" if steps else f" {name}"))
-    if chain[0] == "pgdump":
-        connection = "-h HOST -p PORT -U USER"
-        restore = f"pg_restore --no-owner {connection} -d NEW_DB" + ("" if steps else f" {name}")
-        return (f"createdb {connection} -T template0 NEW_DB && "
-                + " | ".join([*steps, restore]))
-    archive = "--archive" if steps else f"--archive={name}"
-    steps.append(f"mongorestore --uri='mongodb://USER@HOST:PORT/' {archive} "
-                 f"--nsFrom={shlex.quote(database + '.*')} --nsTo='NEW_DB.*'")
-    return " | ".join(steps)
+    return kind_of_format(chain[0]).restore_command(steps, filename, database)
 
 
 def build_manifest(backup: Backup, database: str) -> dict[str, Any]:

@@ -1,20 +1,14 @@
 """Restore a backup: plan (dry run), guards, checksum, pre-restore safety backup, restore,
 count check."""
 
-import asyncio
-import tempfile
-from contextlib import aclosing
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 from beanie import PydanticObjectId
 from pydantic import PrivateAttr
-from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
 
-from app.config import Settings, SourceKind, SourceSettings
+from app.config import Settings, SourceSettings
 from app.errors import AppError, ConflictError
 from app.models.backup import (
     Backup,
@@ -24,6 +18,7 @@ from app.models.backup import (
     VerificationState,
 )
 from app.models.common import ApiSchema, utcnow
+from app.models.job_params import RestoreParams, params_of
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.services.access.auth import system_user_id
 from app.services.artifacts.read import (
@@ -33,12 +28,11 @@ from app.services.artifacts.read import (
     plaintext,
     require_artifact,
 )
-from app.services.artifacts.stages import Chunks, Digest, counted
+from app.services.artifacts.stages import Digest, counted
 from app.services.catalog.queries import get_backup, update_backup
 from app.services.databases.backup import back_up, source_or_error
 from app.services.databases.base import SourceError
-from app.services.databases.mongodb.source import restore_archive
-from app.services.databases.postgres.source import PgTools, PostgresSource
+from app.services.databases.kinds import kind_of
 from app.services.jobs.runner import JobContext, Progress
 from app.services.storage import StorageTargets, Targets, as_targets
 from app.services.storage.copies import (
@@ -51,8 +45,6 @@ from app.services.storage.copies import (
 
 log = structlog.get_logger(__name__)
 SAFETY_RETENTION_DAYS = 7
-SYSTEM_DATABASES = {SourceKind.postgres: frozenset({"postgres", "template0", "template1"}),
-                    SourceKind.mongodb: frozenset({"admin", "local", "config"})}
 
 
 class ProtectedDatabaseError(AppError):
@@ -144,12 +136,12 @@ def _confirm_message(plan: RestorePlan, given: str | None) -> str:
 
 def protected_reason(settings: Settings, source: SourceSettings, target: str) -> str | None:
     """Why `target` can never be a restore target of `source`'s kind, if it cannot."""
-    # MongoDB refuses names differing only in case, so compare them folded.
-    fold = str.lower if source.kind is SourceKind.mongodb else str
+    kind = kind_of(source.kind)
+    fold = kind.fold
     name = fold(target)
-    if source.kind is SourceKind.mongodb and name == fold(settings.catalog.database):
+    if kind.holds_catalog and name == fold(settings.catalog.database):
         return "it is Backvault's own catalog database"
-    if name in SYSTEM_DATABASES[source.kind]:
+    if name in kind.system_databases:
         return f"it is a {source.kind.value} system database"
     for other in settings.all_sources():
         if other.name != source.name and other.kind is source.kind \
@@ -166,38 +158,7 @@ def refuse_protected(settings: Settings, source: SourceSettings, target: str) ->
             "(targetDatabase) instead", {"targetDatabase": target, "reason": reason})
 
 
-def _major(version: str | None) -> int | None:
-    try:
-        return int((version or "").split(".")[0].split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
-async def _target_state(source: SourceSettings, settings: Settings,
-                        database: str) -> tuple[bool, str | None, dict[str, int]]:
-    """Whether the target exists, its server version and the counts of what it holds."""
-    if source.kind is SourceKind.postgres:
-        pg = PostgresSource(source.uri.get_secret_value(), source.database,
-                            PgTools(settings.tools.pg_bin_dir))
-        if not await pg.database_exists(database):
-            return False, await pg.server_version(), {}
-        described = await pg.describe(database)
-        return True, described["server_version"], described["counts"]
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        source.uri.get_secret_value(), serverSelectionTimeoutMS=10_000)
-    try:
-        version = str((await client.admin.command("buildInfo")).get("version"))
-        names = [n for n in await client[database].list_collection_names()
-                 if not n.startswith("system.")]
-        counts = {n: await client[database][n].count_documents({}) for n in names}
-        return bool(names), version, counts
-    except PyMongoError as exc:
-        raise SourceError(f"Cannot inspect {database}: {exc}") from exc
-    finally:
-        await client.close()
-
-
-def _items(backup: Backup, counts: dict[str, int], kind: SourceKind,
+def _items(backup: Backup, counts: dict[str, int], empty_is_new: bool,
            drop_existing: bool) -> tuple[list[PlanItem], list[str]]:
     items, conflicts = [], []
     for entry in backup.contents:
@@ -206,7 +167,7 @@ def _items(backup: Backup, counts: dict[str, int], kind: SourceKind,
             action = "create"
         elif drop_existing:
             action = "replace"
-        elif existing == 0 and kind is SourceKind.mongodb:
+        elif existing == 0 and empty_is_new:
             action = "create"
         else:
             action = "conflict"
@@ -263,16 +224,11 @@ async def plan_restore(settings: Settings, storage: Targets, backup: Backup,
     source = source_or_error(settings, backup.source or "")
     target = request.target_database or backup.database or source.database_name()
     refuse_protected(settings, source, target)
-    exists, target_version, counts = await _target_state(source, settings, target)
-    items, conflicts = _items(backup, counts, source.kind, request.drop_existing)
-    warnings = []
-    backup_major, target_major = _major(backup.server_version), _major(target_version)
-    compatible = True
-    if source.kind is SourceKind.postgres and backup_major and target_major \
-            and target_major < backup_major:
-        compatible = False
-        warnings.append(f"the backup comes from PostgreSQL {backup_major}; the target runs "
-                        f"{target_major}, and pg_restore into an older server may fail")
+    kind = kind_of(source.kind)
+    exists, target_version, counts = await kind.inspect_target(settings, source, target)
+    items, conflicts = _items(backup, counts, kind.empty_is_new, request.drop_existing)
+    incompatible = kind.compatibility_warning(backup.server_version, target_version)
+    warnings = [incompatible] if incompatible else []
     artifact_ok, header, problem, copy = await _artifact_checks(
         settings, as_targets(settings, storage), backup, warnings)
     plan = RestorePlan(
@@ -281,7 +237,7 @@ async def plan_restore(settings: Settings, storage: Targets, backup: Backup,
         drop_existing=request.drop_existing, items=items, conflicts=conflicts,
         extra_in_target=sorted(set(counts) - {e.name for e in backup.contents}),
         backup_server_version=backup.server_version, target_server_version=target_version,
-        compatible=compatible, warnings=warnings,
+        compatible=incompatible is None, warnings=warnings,
         safety_backup=request.safety_backup and exists and any(counts.values()),
         artifact_ok=artifact_ok, read_from_copy=copy,
         identity_ok=None if not backup.encrypted else header is HeaderState.ok,
@@ -363,15 +319,9 @@ async def restore(settings: Settings, storage: Targets, backup_id: PydanticObjec
     digest = Digest()
     raw = counted(digest.tap(read.storage.get(require_artifact(backup))), progress.add_read)
     stream = plaintext(raw, backup, settings)
-    if source.kind is SourceKind.postgres:
-        counts = await _restore_postgres(settings, source, stream, digest, backup,
-                                         plan.target_database, request.drop_existing)
-    else:
-        report = await restore_archive(stream, source.uri.get_secret_value(),
-                                       plan.target_database, drop_existing=request.drop_existing)
-        if digest.hexdigest != backup.sha256:
-            raise SourceError("SHA-256 of the stored object differs from the catalog")
-        counts = report.verified_counts
+    counts = await kind_of(source.kind).restore(
+        settings, source, stream, digest=digest, sha256=backup.sha256,
+        database=plan.target_database, drop_existing=request.drop_existing)
     expected = {c.name: c.count for c in backup.contents if c.count is not None}
     mismatches = {name: {"expected": want, "restored": counts.get(name)}
                   for name, want in expected.items() if counts.get(name) != want}
@@ -386,32 +336,9 @@ async def restore(settings: Settings, storage: Targets, backup_id: PydanticObjec
             "safetyBackupId": safety_id, "restoredFromCopy": read.copy, "note": note}
 
 
-async def _restore_postgres(settings: Settings, source: SourceSettings, stream: Chunks,
-                            digest: Digest, backup: Backup, database: str,
-                            drop_existing: bool) -> dict[str, int]:
-    """pg_restore -j needs a seekable file: spool the plaintext, check it, restore it."""
-    spool_dir = settings.storage.spool_dir or Path(tempfile.gettempdir())
-    await asyncio.to_thread(spool_dir.mkdir, parents=True, exist_ok=True)
-    pg = PostgresSource(source.uri.get_secret_value(), source.database,
-                        PgTools(settings.tools.pg_bin_dir))
-    with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="backvault-restore-",
-                                     suffix=".pgdump") as spool:
-        async with aclosing(stream) as chunks:
-            async for chunk in chunks:
-                await asyncio.to_thread(spool.write, chunk)
-        await asyncio.to_thread(spool.flush)
-        if digest.hexdigest != backup.sha256:
-            raise SourceError("SHA-256 of the stored object differs from the catalog; "
-                              "nothing was restored")
-        await pg.restore_file(Path(spool.name), database, drop_existing=drop_existing,
-                              jobs=max(1, settings.limits.max_concurrent_jobs))
-    counts: dict[str, int] = (await pg.describe(database))["counts"]
-    return counts
-
-
 async def run_restore(ctx: JobContext) -> dict[str, Any]:
     """The `restore` job handler."""
     assert ctx.job.backup_id is not None
-    request = RestoreRequest.model_validate(ctx.job.params)
+    request = params_of(ctx.job, RestoreParams)
     return await restore(ctx.settings, ctx.all_targets, ctx.job.backup_id, request, ctx.progress,
                          ctx.job.requested_by)

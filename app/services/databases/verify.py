@@ -21,9 +21,7 @@ from app.services.artifacts.read import (
 )
 from app.services.artifacts.stages import Chunks, Digest, counted, drain
 from app.services.catalog.queries import get_backup, update_backup
-from app.services.databases.mongodb.archive import NamespaceEnd, read_archive
-from app.services.databases.postgres.archive import check_pg_archive
-from app.services.databases.postgres.source import PgTools
+from app.services.databases.kinds import kind_of
 from app.services.jobs.runner import JobContext, Progress, error_text
 from app.services.storage import Storage, Targets, as_targets
 from app.services.storage.copies import check_copy
@@ -56,40 +54,13 @@ async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
     return errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
 
 
-def _compare_tables(found: dict[str, int], expected: list[ContentEntry]) -> list[str]:
-    """Row counts in the archive against the manifest's, naming each table that differs.
-
-    A partitioned table's rows are dumped under its partitions, which the manifest does not
-    list: tables absent from the archive must add up to the unlisted ones."""
-    wanted = {c.name: c.count for c in expected if c.count is not None}
-    problems = [f"table {name}: {found[name]} rows in the archive, {want} in the manifest"
-                for name, want in wanted.items() if name in found and found[name] != want]
-    missing = {n: c for n, c in wanted.items() if n not in found and c}
-    unlisted = sum(c for n, c in found.items() if n not in wanted)
-    if missing and sum(missing.values()) != unlisted:
-        problems.append("no data in the archive for " + ", ".join(
-            f"table {n} ({c} rows in the manifest)" for n, c in missing.items()))
-    return problems
-
-
 async def _inner_check(stream: Chunks, kind: str | None, settings: Settings,
                        expected: list[ContentEntry]) -> tuple[list[ContentEntry], list[str]]:
     """Parse the plaintext; returns what it holds and how it differs from the manifest,
     raises when it is malformed."""
-    if kind == SourceKind.mongodb.value:
-        found: list[ContentEntry] = []
-        async for event in read_archive(stream):
-            if isinstance(event, NamespaceEnd):
-                found.append(ContentEntry(name=event.summary.collection,
-                                          count=event.summary.count, bytes=event.summary.bytes))
-        wanted = {c.name: c.count for c in expected}
-        got = {c.name: c.count for c in found}
-        if wanted and wanted != got:
-            return found, [f"archive counts {got} differ from the catalog's {wanted}"]
-        return found, []
-    counts = await check_pg_archive(stream, PgTools(settings.tools.pg_bin_dir))
-    return ([ContentEntry(name=t, count=n) for t, n in counts.items()],
-            _compare_tables(counts, expected))
+    # As before the registry, a record without a kind is read as a PostgreSQL dump.
+    database_kind = kind_of(SourceKind(kind or SourceKind.postgres))
+    return await database_kind.check_archive(stream, settings, expected)
 
 
 async def _unopenable(storage: Storage, backup: Backup, result: Verification, problem: str,

@@ -3,8 +3,9 @@
 from typing import Any
 
 from app.models.job import JobKind
+from app.models.job_params import CleanupParams, params_of
 from app.services.catalog.reports import run_health_check, run_stats_report
-from app.services.catalog.retention import cleanup_request, run_cleanup
+from app.services.catalog.retention import run_cleanup
 from app.services.content.backup import run_content_backup, run_full_backup
 from app.services.content.restore import run_content_import
 from app.services.databases.backup import run_database_backup
@@ -21,7 +22,7 @@ async def run_cleanup_and_prune(ctx: JobContext) -> dict[str, Any]:
 
     Pruning goes first: it touches only the catalog, so a storage failure that fails
     retention does not stop the catalog from being pruned."""
-    request = cleanup_request(ctx.job.params)
+    request = params_of(ctx.job, CleanupParams)
     pruned: dict[str, Any] = {}
     if request.source is None:
         ctx.progress.set_phase("history")

@@ -24,6 +24,7 @@ from app.models.job import (
     JobStatus,
     JobTrigger,
 )
+from app.models.job_params import JobParams, checked_params
 from app.services.catalog.queries import get_job
 from app.services.storage import Storage, StorageTargets, as_targets
 
@@ -151,16 +152,18 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
-    async def submit(self, kind: JobKind, params: dict[str, Any], *, source: str | None = None,
+    async def submit(self, kind: JobKind, params: JobParams | dict[str, Any], *,
+                     source: str | None = None,
                      trigger: JobTrigger = JobTrigger.api,
                      requested_by: PydanticObjectId | None = None,
                      backup_id: PydanticObjectId | None = None,
                      schedule_id: PydanticObjectId | None = None,
                      fire_id: PydanticObjectId | None = None) -> BackupJob:
+        """Queue a job; its params are validated against its kind's model first."""
         # The submitter's retry policy travels with the job to whichever replica sweeps it.
         attempts = self.settings.limits.job_attempts if kind in RETRYABLE_KINDS else 1
-        job = BackupJob(kind=kind, params=params, source=source, trigger=trigger,
-                        requested_by=requested_by, backup_id=backup_id,
+        job = BackupJob(kind=kind, params=checked_params(kind, params), source=source,
+                        trigger=trigger, requested_by=requested_by, backup_id=backup_id,
                         schedule_id=schedule_id, fire_id=fire_id, max_attempts=attempts)
         await self.enqueue(job)
         return job
