@@ -1,0 +1,10 @@
+"""The `backvault` command line: work runs in this process against the same catalog and
+storage as the service."""
+
+from app.cli import admin, backups  # noqa: F401  (their commands register on `app`)
+from app.cli.common import app
+
+
+def main() -> None:
+    app()
+
