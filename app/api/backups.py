@@ -11,7 +11,6 @@ from app.api.deps import (
     CurrentUser,
     RunnerDep,
     SettingsDep,
-    StorageDep,
     SuperUser,
     TargetsDep,
 )
@@ -213,25 +212,27 @@ async def content_items(backup_id: PydanticObjectId, _: CurrentUser,
 
 @router.get("/{backup_id}/export.car", response_class=StreamingResponse,
             responses={200: {"content": {CAR_TYPE: {}}}})
-async def export_car(backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+async def export_car(backup_id: PydanticObjectId, targets: TargetsDep, settings: SettingsDep,
                      _: SuperUser) -> StreamingResponse:
     """A content backup's IPFS items as one CAR (superadmin); `ipfs dag import` takes it."""
     await content_restore.content_backup(backup_id)
     items = await content_restore.stored_items(backup_id, ContentType.ipfs)
+    await content_restore.readable_objects(settings, targets, items)
     return StreamingResponse(
-        content_restore.car_stream(settings, storage, items), media_type=CAR_TYPE,
+        content_restore.car_stream(settings, targets, items), media_type=CAR_TYPE,
         headers={"Content-Disposition": f'attachment; filename="{backup_id}.car"'})
 
 
 @router.get("/{backup_id}/export.tar", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-tar": {}}}})
-async def export_tar(backup_id: PydanticObjectId, storage: StorageDep, settings: SettingsDep,
+async def export_tar(backup_id: PydanticObjectId, targets: TargetsDep, settings: SettingsDep,
                      _: SuperUser) -> StreamingResponse:
     """A content backup's Gaia files as a tar of `address/path` (superadmin)."""
     await content_restore.content_backup(backup_id)
     items = await content_restore.stored_items(backup_id, ContentType.gaia)
+    await content_restore.readable_objects(settings, targets, items)
     return StreamingResponse(
-        content_restore.tar_stream(settings, storage, items), media_type="application/x-tar",
+        content_restore.tar_stream(settings, targets, items), media_type="application/x-tar",
         headers={"Content-Disposition": f'attachment; filename="{backup_id}.tar"'})
 
 

@@ -30,6 +30,10 @@ class ContentObject(Document):
     kind: str | None = None  # UnixFS kind of an IPFS root: file, directory, ...
     children: list[str] = []  # addresses of a directory's entries (stored separately)
     etag: str | None = None
+    # Where it was written, as on a Backup: the target when named targets are configured,
+    # else only the backend (kind); neither on older records, which mean the default.
+    storage_target: str | None = None
+    storage_backend: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime = Field(default_factory=utcnow)
 

@@ -35,7 +35,18 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
+def _unique_targets(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("copy targets must not repeat")
+    return values
+
+
 Sources = Annotated[list[SourceRef], Field(max_length=100), AfterValidator(_unique)]
+CopyTargets = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=63)]],
+    Field(max_length=16, description="database schedules: storage targets each backup is "
+                                     "copied to, besides its source's own copy targets"),
+    AfterValidator(_unique_targets)]
 
 
 class ScheduleKind(StrEnum):
@@ -57,6 +68,8 @@ class Schedule(Document):
     # database or content: the sources to back up; empty means every one of that kind.
     sources: list[str] = []
     retention_days: int | None = Field(default=None, ge=1, le=365)
+    # database: extra storage targets each backup is copied to (absent in older documents).
+    copy_targets: list[str] = []
     enabled: bool = True
     description: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
@@ -112,6 +125,7 @@ class ScheduleCreate(ApiSchema):
     timezone: TimeZoneName = "UTC"
     sources: Sources = []
     retention_days: int | None = Field(default=None, ge=1, le=365)
+    copy_targets: CopyTargets = []
     enabled: bool = True
     description: str | None = Field(default=None, max_length=500)
 
@@ -127,10 +141,12 @@ class ScheduleUpdate(ApiSchema):
     retention_days: int | None = Field(
         default=None, ge=1, le=365,
         description="null clears it: backups then use the retention.days setting")
+    copy_targets: CopyTargets | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=500)
 
-    @field_validator("cron", "timezone", "sources", "enabled", "description", mode="before")
+    @field_validator("cron", "timezone", "sources", "copy_targets", "enabled", "description",
+                     mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         # Runs only for fields the body names: an explicit null would store a None.
@@ -148,6 +164,7 @@ class ScheduleOut(ApiSchema):
     timezone: str
     sources: list[str]
     retention_days: int | None
+    copy_targets: list[str] = []
     enabled: bool
     description: str | None
     created_at: datetime
@@ -225,7 +242,7 @@ def _lenient_view(raw: dict[str, Any], error: str | None) -> ScheduleOut | None:
     created = oid.generation_time
     fallback: dict[str, Any] = {
         "name": str(oid), "kind": None, "cron": "", "timezone": "", "sources": [],
-        "retention_days": None, "enabled": False, "description": None,
+        "retention_days": None, "copy_targets": [], "enabled": False, "description": None,
         "created_at": created, "updated_at": created, "last_fire_at": None}
     values: dict[str, Any] = {}
     for field, default in fallback.items():

@@ -98,14 +98,32 @@ async def seed_schedules(settings: Settings) -> int:
     return created
 
 
+def _check_copy_targets(settings: Settings, kind: ScheduleKind, names: list[str]) -> None:
+    """Only database schedules copy; each name a configured storage target."""
+    if names and kind is not ScheduleKind.database:
+        raise InvalidInputError("copyTargets only apply to database schedules",
+                                [{"field": "copyTargets", "message": "only for database "
+                                                                     "schedules"}])
+    configured = settings.storage.target_names()
+    unknown = [name for name in names if name not in configured]
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown storage target(s) in copyTargets: {', '.join(unknown)} "
+            f"(configured: {', '.join(configured)})",
+            [{"field": "copyTargets", "message": f"unknown storage target {name!r}"}
+             for name in unknown])
+
+
 def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
-                   retention_days: int | None) -> None:
+                   retention_days: int | None, copy_targets: list[str]) -> None:
     if kind not in BACKUP_KINDS:
         bad = [f for f, v in (("sources", sources), ("retentionDays", retention_days)) if v]
         if bad:
             raise InvalidInputError(
                 f"{', '.join(bad)} only apply to database and content schedules",
                 [{"field": f, "message": "only for backup schedules"} for f in bad])
+    _check_copy_targets(settings, kind, copy_targets)
+    if kind not in BACKUP_KINDS:
         return
     known = ({s.name for s in settings.all_sources()} if kind is ScheduleKind.database
              else {s.name for s in settings.content.sources})
@@ -163,7 +181,7 @@ def _check_timing(settings: Settings, cron: str, timezone: str) -> None:
 
 
 async def create_schedule(settings: Settings, body: ScheduleCreate) -> Schedule:
-    _check_targets(settings, body.kind, body.sources, body.retention_days)
+    _check_targets(settings, body.kind, body.sources, body.retention_days, body.copy_targets)
     _check_timing(settings, body.cron, body.timezone)
     schedule = Schedule(**body.model_dump())
     try:
@@ -187,7 +205,8 @@ async def update_schedule(settings: Settings, schedule_id: PydanticObjectId,
         raise InvalidInputError(
             f"The stored schedule is invalid ({describe_error(exc)}): fix those fields in this "
             "request or delete the schedule", validation_details(list(exc.errors()))) from exc
-    _check_targets(settings, schedule.kind, schedule.sources, schedule.retention_days)
+    _check_targets(settings, schedule.kind, schedule.sources, schedule.retention_days,
+                   schedule.copy_targets)
     if changes.keys() & {"cron", "timezone"}:
         _check_timing(settings, schedule.cron, schedule.timezone)
     await schedule.save()
@@ -284,7 +303,7 @@ def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobPa
         return DatabaseParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,
                               request=DatabaseBackupCreate(
                                   source=source, retention_days=schedule.retention_days,
-                                  notes=notes))
+                                  notes=notes, copy_targets=schedule.copy_targets))
     if schedule.kind is ScheduleKind.content:
         assert source is not None
         return ContentParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,

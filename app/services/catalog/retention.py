@@ -24,6 +24,7 @@ from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationS
 from app.models.common import ApiSchema, utcnow
 from app.models.content import ContentItem, ContentObject
 from app.models.job_params import CleanupParams, params_of
+from app.services.content.located import object_storage
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
 from app.services.storage import Targets, as_targets
@@ -235,7 +236,7 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
         gone_content = []
         for obj in garbage:
             try:
-                await targets.default.delete(obj.storage_key)  # content: default target
+                await object_storage(targets, obj).delete(obj.storage_key)
                 await obj.delete()
             except AppError as exc:
                 errors.append(f"content {obj.address}: {exc.message}")

@@ -30,7 +30,7 @@ from app.services.content.outbound import outbound_for
 from app.services.content.record import new_backup, record_backup
 from app.services.databases.backup import back_up, discard_backup, source_or_error
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
-from app.services.storage import Storage
+from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -98,24 +98,25 @@ async def _abandon(run: Run, backup: Backup, exc: BaseException) -> None:
     except Exception:
         log.exception("could not record stored content objects")
     await asyncio.shield(ContentItem.find({"backupId": backup.id}).delete())
-    await asyncio.shield(discard_backup(run.storage, backup, message))
+    await asyncio.shield(discard_backup(run.targets, backup, message))
 
 
-async def back_up_content(settings: Settings, storage: Storage, progress: Progress,
+async def back_up_content(settings: Settings, storage: Targets, progress: Progress,
                           body: ContentBackupCreate, *, admin: PydanticObjectId,
                           backup_type: BackupType = BackupType.manual,
                           job_id: PydanticObjectId | None = None) -> Backup:
-    """Back up every item of one content source; returns the Backup."""
+    """Back up every item of one content source to the default target; returns the Backup."""
     source = content_source_or_error(settings, body.source)
-    backup = await new_backup(settings, storage, source, body, admin, backup_type, job_id)
+    targets = as_targets(settings, storage)
+    backup = await new_backup(settings, targets, source, body, admin, backup_type, job_id)
     assert backup.id is not None
     started = time.monotonic()
-    run = Run(settings, storage, outbound_for(settings), progress,
+    run = Run(settings, targets, outbound_for(settings), progress,
               asyncio.Semaphore(settings.content.concurrency))
     try:
         items = await _back_up_items(run, source, backup.id)
         progress.set_phase("recording")
-        counts = await record_backup(storage, backup, items, run.new_bytes, started)
+        counts = await record_backup(run.storage, backup, items, run.new_bytes, started)
         log.info("content backup finished", backup_id=str(backup.id), source=source.name,
                  **counts, new_bytes=run.new_bytes)
         return backup
@@ -130,7 +131,7 @@ async def run_content_backup(ctx: JobContext) -> dict[str, Any]:
     """The `content` job handler."""
     params = params_of(ctx.job, ContentParams)
     backup = await back_up_content(
-        ctx.settings, ctx.storage, ctx.progress, params.request,
+        ctx.settings, ctx.all_targets, ctx.progress, params.request,
         admin=ctx.job.requested_by or await system_user_id(),
         backup_type=params.backup_type, job_id=ctx.job.id)
     await ctx.attach_backup(backup.id)
@@ -178,7 +179,7 @@ async def run_full_backup(ctx: JobContext) -> dict[str, Any]:
     for name in params.sources:
         ctx.progress.set_phase("database", name)
         try:
-            backup = await back_up(ctx.settings, ctx.storage, ctx.progress,
+            backup = await back_up(ctx.settings, ctx.all_targets, ctx.progress,
                                    DatabaseBackupCreate(source=name, notes=notes,
                                                         retention_days=retention), admin=admin,
                                    job_id=ctx.job.id)
@@ -188,7 +189,7 @@ async def run_full_backup(ctx: JobContext) -> dict[str, Any]:
     for name in params.content_sources:
         ctx.progress.set_phase("content", name)
         try:
-            backup = await back_up_content(ctx.settings, ctx.storage, ctx.progress,
+            backup = await back_up_content(ctx.settings, ctx.all_targets, ctx.progress,
                                            ContentBackupCreate(source=name, notes=notes,
                                                                retention_days=retention),
                                            admin=admin, job_id=ctx.job.id)

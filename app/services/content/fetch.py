@@ -23,7 +23,7 @@ from app.services.content.record import StoredObjects
 from app.services.databases.backup import MB, sealed
 from app.services.databases.manifest import format_chain
 from app.services.jobs.runner import Progress, error_text
-from app.services.storage import Storage
+from app.services.storage import Storage, StorageTargets
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Run:
     """State shared by the items of one content backup."""
 
     settings: Settings
-    storage: Storage
+    targets: StorageTargets  # new objects go to the default and record it
     outbound: Outbound
     progress: Progress
     limit: asyncio.Semaphore
@@ -41,7 +41,19 @@ class Run:
     new_bytes: int = 0
     # One fetch per address even when several items (or directories) share it.
     inflight: dict[str, asyncio.Task[list[str]]] = field(default_factory=dict)
-    objects: StoredObjects = field(default_factory=StoredObjects)
+    objects: StoredObjects = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.objects = StoredObjects(self.targets)
+
+    @property
+    def storage(self) -> Storage:
+        return self.targets.default
+
+    def placed(self) -> dict[str, str | None]:
+        """Where a new object is recorded as written (as backups record it)."""
+        return {"storage_target": self.targets.recorded_name(self.targets.default_name),
+                "storage_backend": self.storage.name}
 
 
 async def _store(run: Run, key: str, plaintext: Chunks) -> tuple[int, str]:
@@ -76,7 +88,8 @@ async def _fetch_ipfs(run: Run, cid: Cid, address: str) -> ContentObject:
     return ContentObject(id=address, type=ContentType.ipfs, storage_key=key,
                          format_chain=chain, size=walk.block_bytes, stored_bytes=stored,
                          sha256=sha, blocks=walk.blocks, kind=walk.kind,
-                         children=[ipfs.address_of(link.cid) for link in walk.children])
+                         children=[ipfs.address_of(link.cid) for link in walk.children],
+                         **run.placed())
 
 
 async def _ensure_ipfs(run: Run, cid: Cid, address: str) -> list[str]:
@@ -143,7 +156,8 @@ async def _download_gaia(run: Run, url: str) -> tuple[gaia.GaiaFile, ItemStatus]
         stored, sha = await _store(run, key, _file_chunks(spool))
         run.objects.new[address] = ContentObject(
             id=address, type=ContentType.gaia, storage_key=key, format_chain=chain,
-            size=fetched.size, stored_bytes=stored, sha256=sha, etag=fetched.etag)
+            size=fetched.size, stored_bytes=stored, sha256=sha, etag=fetched.etag,
+            **run.placed())
         return fetched, ItemStatus.new
     finally:
         await asyncio.to_thread(handle.close)

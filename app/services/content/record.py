@@ -14,8 +14,9 @@ from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
 from app.services.artifacts.stages import Digest, from_bytes
 from app.services.catalog.queries import update_backup
+from app.services.content.located import readable
 from app.services.databases.backup import MB
-from app.services.storage import Storage
+from app.services.storage import Storage, StorageTargets
 
 ERROR_SAMPLE = 5
 LOOKUP_BATCH = 500
@@ -25,10 +26,22 @@ DUPLICATE_KEY = 11000
 @dataclass
 class StoredObjects:
     """Objects already stored (looked up in bulk) and the ones a run stores; the new ones
-    are recorded together once the items are done."""
+    are recorded together once the items are done.
 
+    An object whose target is no longer configured counts as not stored: it is fetched
+    again to the default target and its record then points there."""
+
+    targets: StorageTargets
     known: dict[str, ContentObject] = field(default_factory=dict)
     new: dict[str, ContentObject] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
+
+    def _keep(self, obj: ContentObject) -> bool:
+        if readable(self.targets, obj):
+            self.known[obj.address] = obj
+            return True
+        self.stale.add(obj.address)
+        return False
 
     async def preload(self, addresses: list[str]) -> None:
         """Look up which addresses are stored, in bulk, and mark them as in use now
@@ -36,19 +49,20 @@ class StoredObjects:
         for start in range(0, len(addresses), LOOKUP_BATCH):
             batch = addresses[start:start + LOOKUP_BATCH]
             async for obj in ContentObject.find({"_id": {"$in": batch}}):
-                self.known[obj.address] = obj
+                self._keep(obj)
         await ContentObject.get_pymongo_collection().update_many(
             {"_id": {"$in": list(self.known)}}, {"$set": {"lastUsedAt": utcnow()}})
 
     async def stored(self, address: str) -> ContentObject | None:
         """The stored object at address (marked as in use now), or None."""
+        if address in self.stale:
+            return None
         if address not in self.known:
             found = await ContentObject.get(address)
-            if found is None:
+            if found is None or not self._keep(found):
                 return None
             await ContentObject.get_pymongo_collection().update_one(
                 {"_id": address}, {"$set": {"lastUsedAt": utcnow()}})
-            self.known[address] = found
         return self.known[address]
 
     async def record_new(self) -> None:
@@ -61,9 +75,11 @@ class StoredObjects:
             # Another backup stored the same content (at the same key) meanwhile.
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
+        for address in self.stale & set(self.new):  # fetched again: now on the default
+            await self.new[address].save()
 
 
-async def new_backup(settings: Settings, storage: Storage, source: ContentSourceSettings,
+async def new_backup(settings: Settings, targets: StorageTargets, source: ContentSourceSettings,
                      body: ContentBackupCreate, admin: PydanticObjectId,
                      backup_type: BackupType, job_id: PydanticObjectId | None) -> Backup:
     """The pending Backup record of a content backup, inserted."""
@@ -71,7 +87,9 @@ async def new_backup(settings: Settings, storage: Storage, source: ContentSource
     backup = Backup(id=backup_id, created_at=created, admin=admin, type=backup_type,
                     source=source.name, kind=BackupKind.content, job_id=job_id,
                     retention_days=body.retention_days or settings.retention.days,
-                    notes=body.notes, storage_backend=storage.name, format_chain=["json"],
+                    notes=body.notes, storage_backend=targets.default.name,
+                    storage_target=targets.recorded_name(targets.default_name),
+                    format_chain=["json"],
                     storage_key=f"content/backups/{source.name}/{created:%Y/%m/%d}/"
                                 f"{backup_id}.manifest.json",
                     options={"contentSource": source.name, "type": source.type.value})

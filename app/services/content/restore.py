@@ -19,9 +19,10 @@ from app.services.artifacts.stages import Digest
 from app.services.catalog.queries import get_backup
 from app.services.content import ipfs
 from app.services.content.formats.car import header_bytes
+from app.services.content.located import object_storage
 from app.services.content.outbound import outbound_for
 from app.services.jobs.runner import JobContext, JobRunner, error_text
-from app.services.storage import Storage
+from app.services.storage import StorageTargets, Targets, as_targets
 
 log = structlog.get_logger(__name__)
 TAR_BLOCK = 512
@@ -48,17 +49,32 @@ async def _object(address: str) -> ContentObject:
     return obj
 
 
-async def _sections(settings: Settings, storage: Storage, address: str
+async def readable_objects(settings: Settings, storage: Targets,
+                           items: list[ContentItem]) -> StorageTargets:
+    """The targets, once every object the items need is known to be on a configured one:
+    an export fails with 409 `unknown_storage_target` before it starts, not halfway."""
+    targets = as_targets(settings, storage)
+    addresses = list(dict.fromkeys(a for i in items for a in i.objects))
+    for start in range(0, len(addresses), 500):
+        async for obj in ContentObject.find({"_id": {"$in": addresses[start:start + 500]}}):
+            object_storage(targets, obj)
+    return targets
+
+
+async def _sections(settings: Settings, targets: StorageTargets, address: str
                     ) -> AsyncIterator[bytes]:
     obj = await _object(address)
-    car = opened(storage.get(obj.storage_key), obj.format_chain, settings)
+    car = opened(object_storage(targets, obj).get(obj.storage_key), obj.format_chain,
+                 settings)
     async for section in ipfs.checked_blocks(car, {ipfs.cid_of_address(address)}):
         yield section
 
 
-async def car_stream(settings: Settings, storage: Storage, items: list[ContentItem]
+async def car_stream(settings: Settings, storage: Targets, items: list[ContentItem]
                      ) -> AsyncIterator[bytes]:
-    """One CAR holding every item's DAG, rooted at the items' CIDs; blocks re-checked."""
+    """One CAR holding every item's DAG, rooted at the items' CIDs; blocks re-checked, each
+    object read from the target it was written to."""
+    targets = as_targets(settings, storage)
     roots = list(dict.fromkeys(i.address for i in items if i.address))
     yield header_bytes([ipfs.cid_of_address(r) for r in roots])
     done: set[str] = set()
@@ -66,7 +82,7 @@ async def car_stream(settings: Settings, storage: Storage, items: list[ContentIt
         for address in item.objects:
             if address not in done:
                 done.add(address)
-                async for section in _sections(settings, storage, address):
+                async for section in _sections(settings, targets, address):
                     yield section
 
 
@@ -76,9 +92,11 @@ def _tar_header(name: str, size: int) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT)
 
 
-async def tar_stream(settings: Settings, storage: Storage, items: list[ContentItem]
+async def tar_stream(settings: Settings, storage: Targets, items: list[ContentItem]
                      ) -> AsyncIterator[bytes]:
-    """The Gaia files as a tar tree `address/path`, streamed; each file's SHA-256 checked."""
+    """The Gaia files as a tar tree `address/path`, streamed; each file's SHA-256 checked,
+    each read from the target it was written to."""
+    targets = as_targets(settings, storage)
     for item in items:
         if not item.address:
             continue
@@ -86,8 +104,8 @@ async def tar_stream(settings: Settings, storage: Storage, items: list[ContentIt
         name = item.path or item.reference.split("://", 1)[-1]
         yield _tar_header(name, obj.size)
         digest = Digest()  # hashes in a worker thread
-        async for chunk in digest.tap(opened(storage.get(obj.storage_key), obj.format_chain,
-                                             settings)):
+        stored = object_storage(targets, obj).get(obj.storage_key)
+        async for chunk in digest.tap(opened(stored, obj.format_chain, settings)):
             yield chunk
         if digest.hexdigest != item.sha256 or digest.size != obj.size:
             raise ConflictError(f"stored copy of {item.reference} does not match its SHA-256")
@@ -95,7 +113,7 @@ async def tar_stream(settings: Settings, storage: Storage, items: list[ContentIt
     yield b"\0" * (2 * TAR_BLOCK)
 
 
-async def import_into_kubo(settings: Settings, storage: Storage, backup_id: PydanticObjectId,
+async def import_into_kubo(settings: Settings, storage: Targets, backup_id: PydanticObjectId,
                            request: ContentImportRequest) -> dict[str, Any]:
     """Import each IPFS item into the configured Kubo node; CIDs checked before sending."""
     await content_backup(backup_id)
@@ -132,7 +150,7 @@ async def run_content_import(ctx: JobContext) -> dict[str, Any]:
     """The `content_import` job handler."""
     assert ctx.job.backup_id is not None
     ctx.progress.set_phase("importing")
-    return await import_into_kubo(ctx.settings, ctx.storage, ctx.job.backup_id,
+    return await import_into_kubo(ctx.settings, ctx.all_targets, ctx.job.backup_id,
                                   params_of(ctx.job, ContentImportParams))
 
 

@@ -21,17 +21,19 @@ from app.services.artifacts.read import (
 )
 from app.services.artifacts.stages import Chunks, Digest, counted, drain
 from app.services.catalog.queries import get_backup, update_backup
+from app.services.content.located import object_storage
 from app.services.databases.kinds import kind_of
 from app.services.jobs.runner import JobContext, Progress, error_text
-from app.services.storage import Storage, Targets, as_targets
+from app.services.storage import Storage, StorageTargets, Targets, as_targets
 from app.services.storage.copies import check_copy
 
 log = structlog.get_logger(__name__)
 
 
-async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
+async def check_content_objects(storage: Targets, backup_id: PydanticObjectId,
                                 progress: Progress) -> list[str]:
-    """Every object a content backup references: present, of its size and SHA-256."""
+    """Every object a content backup references: present (on the target it was written
+    to), of its size and SHA-256. An object on a target not configured raises (409)."""
     errors: list[str] = []
     addresses: dict[str, None] = {}
     async for item in ContentItem.find({"backupId": backup_id}):
@@ -42,9 +44,11 @@ async def check_content_objects(storage: Storage, backup_id: PydanticObjectId,
         if obj is None:
             errors.append(f"{address}: not in the catalog")
             continue
+        held = (object_storage(storage, obj) if isinstance(storage, StorageTargets)
+                else storage)
         digest = Digest()
         try:
-            await drain(counted(digest.tap(storage.get(obj.storage_key)), progress.add_read))
+            await drain(counted(digest.tap(held.get(obj.storage_key)), progress.add_read))
         except Exception as exc:
             errors.append(f"{address}: {error_text(exc)}")
             continue
@@ -135,8 +139,8 @@ async def verify(settings: Settings, targets: Targets, backup_id: PydanticObject
         if not result.sha256_ok:
             errors.append("SHA-256 of the stored manifest differs from the recorded one")
         assert backup.id is not None
-        # Content objects are shared and live on the default target.
-        errors += await check_content_objects(all_targets.default, backup.id, progress)
+        # Each content object is read from the target it was written to.
+        errors += await check_content_objects(all_targets, backup.id, progress)
     elif info is not None:
         errors += await _check_artifact(settings, storage, backup, result, progress)
     result.state = VerificationState.failed if errors else VerificationState.passed
