@@ -26,7 +26,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, bootstrap_admin=True) as runtime:
             app.state.mongo = runtime.mongo
-            app.state.storage = runtime.targets.default  # content objects: the default target
             app.state.runner = runtime.runner
             runtime.runner.start()
             app.state.schedules = ScheduleService(runtime.runner)

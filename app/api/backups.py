@@ -263,6 +263,5 @@ async def restore_backup(backup_id: PydanticObjectId, body: RestoreRequest, user
     if body.dry_run:
         response.status_code = status.HTTP_200_OK
         return plan
-    plan.refuse_conflicts()
     job = await submit.submit_restore(runner, backup, body, user.id)
     return await _job_response(job, runner, wait, response)

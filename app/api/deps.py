@@ -11,7 +11,7 @@ from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
 from app.services.access.auth import decode_token, user_for_claims
 from app.services.jobs.runner import JobRunner
-from app.services.storage import Storage, StorageTargets
+from app.services.storage import StorageTargets
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
@@ -54,13 +54,7 @@ def get_runner(request: Request) -> JobRunner:
     return runner
 
 
-def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
-
-
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 def get_targets(request: Request) -> StorageTargets:

@@ -45,37 +45,30 @@ def _change_user(username: str, change: Callable[[User], Awaitable[str]]) -> Non
     run_work(work)
 
 
+def _update_user(username: str, update: UserUpdate, said: Callable[[User], str]) -> None:
+    async def change(user: User) -> str:
+        return said(await user_service.update_user(user, update, None))
+
+    _change_user(username, change)
+
+
 @users.command("disable")
 def user_disable(username: str) -> None:
     """Disable a user and revoke its tokens (not the last active superadmin)."""
-
-    async def change(user: User) -> str:
-        done = await user_service.update_user(user, UserUpdate(active=False), None)
-        return f"disabled {done.username}"
-
-    _change_user(username, change)
+    _update_user(username, UserUpdate(active=False), lambda u: f"disabled {u.username}")
 
 
 @users.command("enable")
 def user_enable(username: str) -> None:
     """Enable a disabled user."""
-
-    async def change(user: User) -> str:
-        done = await user_service.update_user(user, UserUpdate(active=True), None)
-        return f"enabled {done.username}"
-
-    _change_user(username, change)
+    _update_user(username, UserUpdate(active=True), lambda u: f"enabled {u.username}")
 
 
 @users.command("set-role")
 def user_set_role(username: str, role: Role) -> None:
     """Change a user's role (the last active superadmin keeps its role)."""
-
-    async def change(user: User) -> str:
-        done = await user_service.update_user(user, UserUpdate(role=role), None)
-        return f"{done.username} is now {done.role.value}"
-
-    _change_user(username, change)
+    _update_user(username, UserUpdate(role=role),
+                 lambda u: f"{u.username} is now {u.role.value}")
 
 
 @users.command("reset-password")

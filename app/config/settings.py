@@ -126,6 +126,14 @@ class Settings(BaseSettings):
             ))
         return sources
 
+    def enabled_database_sources(self) -> list[str]:
+        """What "every database source" means: the enabled ones, the catalog included."""
+        return [s.name for s in self.all_sources() if s.enabled]
+
+    def content_source_names(self) -> list[str]:
+        """What "every content source" means: none while content backups are off."""
+        return [s.name for s in self.content.sources] if self.content.enabled else []
+
     def source(self, name: str) -> SourceSettings | None:
         return next((s for s in self.all_sources() if s.name == name), None)
 

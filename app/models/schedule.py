@@ -21,6 +21,7 @@ from pydantic.alias_generators import to_camel
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from app.config import Crontab, TimeZoneName
+from app.errors import validation_details
 from app.models.common import ApiSchema, document_alias, utcnow
 from app.models.job import JobStatus
 from app.scheduler.cron import checked_trigger
@@ -210,8 +211,8 @@ class StoredSchedule:
 
 
 def describe_error(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'document'}: "
-                     f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors())
+    return "; ".join(f"{d['field'] or 'document'}: {d['message']}"
+                     for d in validation_details(list(exc.errors())))
 
 
 def check_stored(raw: dict[str, Any], allow_sub_minute: bool) -> StoredSchedule:

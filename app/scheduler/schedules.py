@@ -39,6 +39,7 @@ from app.models.schedule import (
 )
 from app.scheduler.cron import checked_trigger, crontab_trigger
 from app.services.access.auth import system_user_id
+from app.services.databases.backup import check_copy_targets
 from app.services.jobs.runner import JobRunner
 
 log = structlog.get_logger(__name__)
@@ -104,14 +105,7 @@ def _check_copy_targets(settings: Settings, kind: ScheduleKind, names: list[str]
         raise InvalidInputError("copyTargets only apply to database schedules",
                                 [{"field": "copyTargets", "message": "only for database "
                                                                      "schedules"}])
-    configured = settings.storage.target_names()
-    unknown = [name for name in names if name not in configured]
-    if unknown:
-        raise InvalidInputError(
-            f"Unknown storage target(s) in copyTargets: {', '.join(unknown)} "
-            f"(configured: {', '.join(configured)})",
-            [{"field": "copyTargets", "message": f"unknown storage target {name!r}"}
-             for name in unknown])
+    check_copy_targets(settings, names)
 
 
 def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
@@ -291,8 +285,8 @@ def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
     if schedule.sources:
         return list(schedule.sources)
     if schedule.kind is ScheduleKind.content:
-        return [s.name for s in settings.content.sources] if settings.content.enabled else []
-    return [s.name for s in settings.all_sources() if s.enabled]
+        return list(settings.content_source_names())
+    return list(settings.enabled_database_sources())
 
 
 def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobParams:

@@ -106,3 +106,16 @@ async def test_health_warning_is_notified(settings: Settings, admin: Account) ->
         await wait_for(hook.bodies, 1)
         assert hook.bodies[0]["title"] == f"Backvault health: {status}"
         assert "Multiple backup failures in last week (4)" in hook.bodies[0]["message"]
+
+
+async def test_a_url_apprise_cannot_read_does_not_silence_the_others(
+        settings: Settings, admin: Account) -> None:
+    # Found in review: logging the unreadable URL raised, so no URL got the message.
+    for _ in range(4):  # a warning at least, so the health check notifies
+        await Backup(admin=admin.user.id, source="pg", status=BackupStatus.failed).insert()
+    with HttpReceiver() as hook:
+        runner = notifying(settings, "nosuchscheme://nowhere", hook.url())
+        check = await runner.run_now(await runner.submit(JobKind.health_check, {}))
+        assert check.status is JobStatus.completed
+        await wait_for(hook.bodies, 1)
+        assert hook.bodies[0]["title"].startswith("Backvault health")

@@ -185,8 +185,6 @@ async def bootstrap_superadmin(settings: Settings) -> User | None:
         return None
     if await User.find_one({"role": Role.superadmin.value}) is not None:
         return None
-    if await find_by_username(username) is not None:
-        return None
     try:
         return await create_user(UserCreate(username=username, password=password,
                                             email=settings.auth.bootstrap_email,

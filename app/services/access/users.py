@@ -87,6 +87,8 @@ async def update_user(user: User, changes: UserUpdate, actor: User | None) -> Us
         async with catalog_lock(SUPERADMINS_LOCK):
             user = await get_user(user.id)  # type: ignore[arg-type]
             update = _changes(user, changes)
+            if not update:  # another request made the same change meanwhile
+                return user
             what = "disable" if update.get("active") is False else "demote"
             await _keep_a_superadmin(user, actor, what)
             log.info("user changed", username=user.username, fields=sorted(update))

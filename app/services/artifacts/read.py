@@ -3,7 +3,6 @@ and the cheap checks a restore makes first (the age header, the stored checksum)
 
 import asyncio
 import io
-from collections.abc import Callable
 from contextlib import aclosing
 from enum import StrEnum
 
@@ -14,7 +13,7 @@ from app.errors import AppError, ConflictError
 from app.models.backup import GOOD_STATUSES, Backup
 from app.services.artifacts.compress import ALGORITHM_OF_SUFFIX, decompress
 from app.services.artifacts.encrypt import EncryptionError, decrypt, load_identities
-from app.services.artifacts.stages import Chunks, Digest, buffered, counted, drain
+from app.services.artifacts.stages import Chunks, buffered
 from app.services.storage import Storage
 
 HEADER_LIMIT = 64 * 1024  # an age header with hundreds of recipients still fits
@@ -121,11 +120,3 @@ async def check_header(storage: Storage, backup: Backup,
     if reason == NO_MATCH and not ours & set(backup.recipients):
         return HeaderState.mismatch, mismatch_message(backup, identities)
     return HeaderState.damaged, f"the stored object's age header is damaged ({reason})"
-
-
-async def stored_digest(storage: Storage, backup: Backup,
-                        on_bytes: Callable[[int], None] = lambda _: None) -> Digest:
-    """SHA-256 and size of the stored object (one full read)."""
-    digest = Digest()
-    await drain(counted(digest.tap(storage.get(require_artifact(backup))), on_bytes))
-    return digest

@@ -199,15 +199,15 @@ async def _source_health(name: str | None, kind: str, now: datetime) -> SourceHe
         issues.append(f"Multiple backup failures in last week ({failures})")
     return SourceHealth(source=name or "", kind=kind, status=status, issues=issues,
                         has_recent_backup=has_recent, last_successful_backup=last_good,
-                        recent_failures=failures, good_backups=await Backup.find(good).count())
+                        recent_failures=failures,
+                        # The overall line (no name) is not shown: no count for it.
+                        good_backups=await Backup.find(good).count() if name else 0)
 
 
 def configured_sources(settings: Settings) -> list[tuple[str, str]]:
     """The enabled database and content sources, with their kind."""
-    found = [(s.name, "database") for s in settings.all_sources() if s.enabled]
-    if settings.content.enabled:
-        found += [(s.name, "content") for s in settings.content.sources]
-    return found
+    return ([(name, "database") for name in settings.enabled_database_sources()]
+            + [(name, "content") for name in settings.content_source_names()])
 
 
 async def backup_health(settings: Settings | None = None,

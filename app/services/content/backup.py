@@ -153,10 +153,10 @@ async def submit_full_backup(runner: JobRunner, body: FullBackupCreate,
                              trigger: JobTrigger = JobTrigger.api) -> BackupJob:
     """Queue a `full` job: the given (or every enabled) database and content sources."""
     settings = runner.settings
-    databases = body.sources if body.sources is not None else [
-        s.name for s in settings.all_sources() if s.enabled]
-    contents = body.content_sources if body.content_sources is not None else (
-        [s.name for s in settings.content.sources] if settings.content.enabled else [])
+    databases = (body.sources if body.sources is not None
+                 else settings.enabled_database_sources())
+    contents = (body.content_sources if body.content_sources is not None
+                else settings.content_source_names())
     for name in databases:
         source_or_error(settings, name)
     for name in contents:

@@ -67,13 +67,20 @@ def check_request(settings: Settings, body: DatabaseBackupCreate) -> SourceSetti
         raise InvalidInputError(
             f"{', '.join(wrong)} cannot be used with a {source.kind.value} source",
             [{"field": f, "message": f"not for {source.kind.value} sources"} for f in wrong])
-    unknown = [t for t in body.copy_targets if t not in settings.storage.target_names()]
+    check_copy_targets(settings, body.copy_targets)
+    return source
+
+
+def check_copy_targets(settings: Settings, names: list[str]) -> None:
+    """Each name a configured storage target; a 422 on `copyTargets` naming the others."""
+    configured = settings.storage.target_names()
+    unknown = [name for name in names if name not in configured]
     if unknown:
         raise InvalidInputError(
-            f"Unknown storage target(s) {', '.join(unknown)} (configured: "
-            f"{', '.join(settings.storage.target_names())})",
-            [{"field": "copyTargets", "message": "unknown storage target"}])
-    return source
+            f"Unknown storage target(s) in copyTargets: {', '.join(unknown)} "
+            f"(configured: {', '.join(configured)})",
+            [{"field": "copyTargets", "message": f"unknown storage target {name!r}"}
+             for name in unknown])
 
 
 async def submit_database_backup(runner: JobRunner, body: DatabaseBackupCreate,
@@ -254,15 +261,6 @@ def _target_storage(storage: Targets, backup: Backup) -> Storage:
     if isinstance(storage, StorageTargets):
         return storage.for_backup(backup)
     return storage
-
-
-async def delete_backup(storage: Targets, backup_id: PydanticObjectId, reason: str) -> Backup:
-    """Remove a backup at once, without the API's safeguards (see app.services.trash)."""
-    backup = await Backup.get(backup_id)
-    if backup is None:
-        raise NotFoundError(f"Backup {backup_id} not found")
-    await remove_backup(storage, backup, reason)
-    return backup
 
 
 async def remove_backup(storage: Targets, backup: Backup, reason: str) -> None:

@@ -17,7 +17,6 @@ from app.services.artifacts.read import (
     check_header,
     plaintext,
     require_artifact,
-    stored_digest,
 )
 from app.services.artifacts.stages import Chunks, Digest, counted, drain
 from app.services.catalog.queries import get_backup, update_backup
@@ -25,7 +24,7 @@ from app.services.content.located import object_storage
 from app.services.databases.kinds import kind_of
 from app.services.jobs.runner import JobContext, Progress, error_text
 from app.services.storage import Storage, StorageTargets, Targets, as_targets
-from app.services.storage.copies import check_copy
+from app.services.storage.copies import check_copy, digest_of
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +45,8 @@ async def check_content_objects(storage: Targets, backup_id: PydanticObjectId,
             continue
         held = (object_storage(storage, obj) if isinstance(storage, StorageTargets)
                 else storage)
-        digest = Digest()
         try:
-            await drain(counted(digest.tap(held.get(obj.storage_key)), progress.add_read))
+            digest = await digest_of(held, obj.storage_key, progress.add_read)
         except Exception as exc:
             errors.append(f"{address}: {error_text(exc)}")
             continue
@@ -71,7 +69,7 @@ async def _unopenable(storage: Storage, backup: Backup, result: Verification, pr
                       progress: Progress) -> list[str]:
     """The configured identity cannot open the backup: a configuration error, unless the
     stored bytes are damaged too. Raises when they are intact (nothing is recorded)."""
-    digest = await stored_digest(storage, backup, progress.add_read)
+    digest = await digest_of(storage, require_artifact(backup), progress.add_read)
     result.sha256_ok = digest.hexdigest == backup.sha256
     if result.sha256_ok and result.size_ok:
         log.warning("verify: identity cannot open the backup", backup_id=str(backup.id))
@@ -133,8 +131,7 @@ async def verify(settings: Settings, targets: Targets, backup_id: PydanticObject
         errors.append(f"stored size {info.size} differs from the recorded {backup.stored_bytes}")
     if info is not None and backup.kind is BackupKind.content:
         progress.set_phase("verifying")
-        digest = Digest()
-        await drain(counted(digest.tap(storage.get(key)), progress.add_read))
+        digest = await digest_of(storage, key, progress.add_read)
         result.sha256_ok = digest.hexdigest == backup.sha256
         if not result.sha256_ok:
             errors.append("SHA-256 of the stored manifest differs from the recorded one")

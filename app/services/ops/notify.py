@@ -59,7 +59,8 @@ def _sender(urls: list[str], message: Message) -> tuple[Any, Any]:
     sender = apprise.Apprise()
     for url in urls:
         if not sender.add(url):
-            log.warning("notification URL not understood by apprise", event=message.event)
+            log.warning("notification URL not understood by apprise",
+                        notify_event=message.event.value)
     return sender, apprise.NotifyType.FAILURE if message.failure else apprise.NotifyType.INFO
 
 

@@ -7,14 +7,9 @@ from app.services.storage.local import LocalStorage
 from app.services.storage.targets import StorageTargets, Targets, as_targets
 
 
-def storage_from_settings(settings: Settings) -> Storage:
-    """The default target, wrapped (retries, bandwidth cap)."""
-    return StorageTargets.from_settings(settings).default
-
-
 def targets_from_settings(settings: Settings) -> StorageTargets:
     return StorageTargets.from_settings(settings)
 
 
 __all__ = ["LocalStorage", "ObjectInfo", "Storage", "StorageError", "StorageTargets",
-           "Targets", "as_targets", "storage_from_settings", "targets_from_settings"]
+           "Targets", "as_targets", "targets_from_settings"]

@@ -78,11 +78,8 @@ async def check_copy(targets: StorageTargets, backup: Backup, copy: BackupCopy,
         return copy.verification.model_copy(update={
             "error": f"storage target {copy.target!r} is not configured; not checked"})
     try:
-        info = await dest.stat(backup.storage_key)
-        if info is None:
-            return _failed(f"the copy on {copy.target} is missing", size_ok=False)
-        digest = Digest()
-        await drain(counted(digest.tap(dest.get(backup.storage_key)), on_bytes))
+        # A missing copy raises NotFoundError from the read itself (below).
+        digest = await digest_of(dest, backup.storage_key, on_bytes)
     except AppError as exc:
         if isinstance(exc, NotFoundError):
             return _failed(f"the copy on {copy.target} is missing", size_ok=False)

@@ -8,7 +8,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,15 +196,12 @@ def select_tables(tables: Sequence[Table], wanted: Sequence[str]) -> list[Table]
     return chosen
 
 
-async def stderr_tail(stream: asyncio.StreamReader | None,
-                       on_line: Callable[[str], None] | None = None) -> str:
+async def stderr_tail(stream: asyncio.StreamReader | None) -> str:
     if stream is None:
         return ""
     tail: collections.deque[bytes] = collections.deque()
     size = 0
     while line := await stream.readline():
-        if on_line is not None:
-            on_line(line.decode(errors="replace"))
         tail.append(line)
         size += len(line)
         while size > STDERR_TAIL:
