@@ -83,7 +83,7 @@ class Settings(BaseSettings):
             raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
         for source in self.content.sources:
             if source.kind is ContentSourceKind.mongo_query and not any(
-                    s.name == source.mongo_source and s.kind is SourceKind.mongodb
+                    s.name == source.mongo_source and s.kind == "mongodb"
                     for s in self.all_sources()):
                 raise ValueError(f"content source {source.name!r}: mongo_source "
                                  f"{source.mongo_source!r} is not a configured MongoDB source")
@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         sources = list(self.sources)
         if self.catalog.source_name:
             sources.append(SourceSettings(
-                name=self.catalog.source_name, kind=SourceKind.mongodb,
+                name=self.catalog.source_name, kind=SourceKind("mongodb"),
                 uri=self.catalog.mongo_uri, database=self.catalog.database,
             ))
         return sources

@@ -1,7 +1,7 @@
 """What is backed up: database sources (the catalog among them) and content sources."""
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -13,11 +13,13 @@ from pydantic import (
 )
 
 from app.config.common import Group, SourceName, empty_as_none
+from app.services.databases.registry import facts_of, kind_facts
 
-
-class SourceKind(StrEnum):
-    postgres = "postgres"
-    mongodb = "mongodb"
+if TYPE_CHECKING:
+    class SourceKind(StrEnum):
+        """One member per kind of the database registry."""
+else:
+    SourceKind = StrEnum("SourceKind", [(f.name, f.name) for f in kind_facts()])
 
 
 class CatalogSettings(Group):
@@ -39,10 +41,7 @@ class SourceSettings(Group):
     @model_validator(mode="after")
     def _uri_matches_kind(self) -> "SourceSettings":
         scheme = urlsplit(self.uri.get_secret_value()).scheme
-        allowed = {
-            SourceKind.postgres: {"postgres", "postgresql"},
-            SourceKind.mongodb: {"mongodb", "mongodb+srv"},
-        }[self.kind]
+        allowed = facts_of(self.kind).uri_schemes
         if scheme not in allowed:
             raise ValueError(f"source {self.name!r}: a {self.kind} URI must start with "
                              f"{' or '.join(sorted(s + '://' for s in allowed))}")
@@ -53,7 +52,7 @@ class SourceSettings(Group):
         if self.database:
             return self.database
         path = urlsplit(self.uri.get_secret_value()).path.lstrip("/")
-        return path or ("postgres" if self.kind is SourceKind.postgres else "test")
+        return path or facts_of(self.kind).default_database
 
 
 class ContentSourceKind(StrEnum):

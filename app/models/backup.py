@@ -2,7 +2,7 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from beanie import Document, PydanticObjectId
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from app.models.common import ApiSchema, document_alias, utcnow
+from app.services.databases.registry import kind_facts
 
 
 class BackupType(StrEnum):
@@ -30,10 +31,14 @@ class BackupStatus(StrEnum):
 GOOD_STATUSES = (BackupStatus.completed, BackupStatus.restored)
 
 
-class BackupKind(StrEnum):
-    postgres = "postgres"
-    mongodb = "mongodb"
-    content = "content"
+if TYPE_CHECKING:
+    class BackupKind(StrEnum):
+        """One member per database kind of the registry, and content."""
+
+        content = "content"
+else:
+    BackupKind = StrEnum(
+        "BackupKind", [*((f.name, f.name) for f in kind_facts()), ("content", "content")])
 
 
 class VerificationState(StrEnum):

@@ -85,7 +85,7 @@ async def test_a_given_up_backup_keeps_the_first_reason(app: FastAPI, settings: 
     # partial file); the still-running writer then failed on the missing file and replaced
     # "Interrupted ..." with "No such file", which hid what happened.
     storage = LocalStorage(settings.storage.local_dir)
-    backup = Backup(source="pg", kind=BackupKind.postgres, status=BackupStatus.pending,
+    backup = Backup(source="pg", kind=BackupKind("postgres"), status=BackupStatus.pending,
                     admin=PydanticObjectId(), storage_key="pg/given-up.pgdump.zst.age")
     await backup.insert()
     await discard_backup(storage, backup, "Interrupted: its job ended interrupted")

@@ -94,8 +94,8 @@ async def test_system_databases_are_refused_even_in_a_dry_run(
 
 
 @pytest.mark.parametrize(("source", "kind", "other_uri", "other_db"), [
-    ("pg", SourceKind.postgres, pg_uri(f"bv_shop2_{RUN}"), f"bv_shop2_{RUN}"),
-    ("mongo", SourceKind.mongodb, f"{MONGO_URI}bv_shop3_{RUN}", f"bv_shop3_{RUN}"),
+    ("pg", SourceKind("postgres"), pg_uri(f"bv_shop2_{RUN}"), f"bv_shop2_{RUN}"),
+    ("mongo", SourceKind("mongodb"), f"{MONGO_URI}bv_shop3_{RUN}", f"bv_shop3_{RUN}"),
 ])
 async def test_another_sources_database_is_refused(
         client: httpx.AsyncClient, admin: Account, settings: Settings, source: str,

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("source_databases")
 
 
 def settings_with(settings: Settings, source: str, **retention: Any) -> Settings:
-    extra = SourceSettings(name=source, kind=SourceKind.postgres, uri=SecretStr(pg_uri(PG_DB)))
+    extra = SourceSettings(name=source, kind=SourceKind("postgres"), uri=SecretStr(pg_uri(PG_DB)))
     return settings.model_copy(update={
         "sources": [*settings.sources, extra],
         "retention": settings.retention.model_copy(update=retention)})

@@ -100,7 +100,7 @@ class ProcessWatch:
 
 
 def _settings(settings: Settings, source: SecretSource) -> Settings:
-    secret = SourceSettings(name="argv", kind=SourceKind.postgres, uri=SecretStr(source.uri()))
+    secret = SourceSettings(name="argv", kind=SourceKind("postgres"), uri=SecretStr(source.uri()))
     return settings.model_copy(update={
         "sources": [*settings.sources, secret],
         "limits": settings.limits.model_copy(update={"bandwidth_mbps": 2.0}),

@@ -24,7 +24,7 @@ def with_changes(settings: Settings, **groups: dict[str, Any]) -> Settings:
     """The test settings plus the `big` source, with some groups changed."""
     update: dict[str, Any] = {
         "sources": [*settings.sources,
-                    SourceSettings(name="big", kind=SourceKind.postgres,
+                    SourceSettings(name="big", kind=SourceKind("postgres"),
                                    uri=SecretStr(pg_uri(BIG_DB)))]}
     for group, changes in groups.items():
         update[group] = getattr(settings, group).model_copy(update=changes)

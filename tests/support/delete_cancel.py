@@ -21,7 +21,7 @@ from app.services.storage import LocalStorage
 def with_source(settings: Settings, name: str, uri: str, **groups: dict[str, Any]) -> Settings:
     """The settings plus a PostgreSQL source `name` at `uri`, with some groups changed."""
     update: dict[str, Any] = {"sources": [
-        *settings.sources, SourceSettings(name=name, kind=SourceKind.postgres,
+        *settings.sources, SourceSettings(name=name, kind=SourceKind("postgres"),
                                           uri=SecretStr(uri))]}
     for group, changes in groups.items():
         update[group] = getattr(settings, group).model_copy(update=changes)

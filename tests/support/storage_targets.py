@@ -41,7 +41,7 @@ def with_targets(settings: Settings, targets: list[dict[str, Any]], default: str
 
 def pg_source(name: str, copy_targets: list[str] | None = None) -> SourceSettings:
     """Another name for the run's PostgreSQL source database."""
-    return SourceSettings(name=name, kind=SourceKind.postgres, uri=SecretStr(pg_uri(PG_DB)),
+    return SourceSettings(name=name, kind=SourceKind("postgres"), uri=SecretStr(pg_uri(PG_DB)),
                           copy_targets=copy_targets or [])
 
 

@@ -11,6 +11,7 @@ from app.models.requests import DatabaseBackupCreate
 from app.services.databases.backup import check_request
 from app.services.databases.kinds import KINDS, kind_of, kind_of_format
 from app.services.databases.manifest import restore_command
+from app.services.databases.registry import KIND_PACKAGES, facts_of, kind_facts
 from app.services.databases.restore import protected_reason
 
 
@@ -36,6 +37,23 @@ def test_every_source_kind_has_one_database_kind_with_its_own_format() -> None:
         assert kind.backup_kind.value == source_kind.value
         assert kind_of(kind.backup_kind) is kind
         assert kind_of_format(kind.format_name) is kind
+
+
+def test_source_and_backup_kinds_come_from_the_registry_alone() -> None:
+    names = [f.name for f in kind_facts()]
+    assert names == list(KIND_PACKAGES) == [k.value for k in SourceKind]
+    assert [k.value for k in BackupKind] == [*names, "content"]
+    for facts in kind_facts():
+        assert facts_of(facts.name) is facts
+        # A URI of another kind's scheme is refused, one of its own taken.
+        for scheme in facts.uri_schemes:
+            source = SourceSettings(name="s", kind=SourceKind(facts.name),
+                                    uri=SecretStr(f"{scheme}://h"))
+            assert source.database_name() == facts.default_database
+        other = next(f for f in kind_facts() if f is not facts)
+        with pytest.raises(ValueError, match="URI must start with"):
+            SourceSettings(name="s", kind=SourceKind(facts.name),
+                           uri=SecretStr(f"{min(other.uri_schemes)}://h/db"))
 
 
 @pytest.mark.parametrize(("source", "body", "refused"), [
@@ -75,7 +93,7 @@ def test_mongodb_targets_are_compared_case_insensitively() -> None:
 
 
 def test_only_postgres_warns_about_restoring_into_an_older_server() -> None:
-    postgres, mongodb = kind_of(SourceKind.postgres), kind_of(SourceKind.mongodb)
+    postgres, mongodb = kind_of(SourceKind("postgres")), kind_of(SourceKind("mongodb"))
     assert postgres.compatibility_warning("16.2", "15.6") == (
         "the backup comes from PostgreSQL 16; the target runs 15, and pg_restore into an "
         "older server may fail")

@@ -59,7 +59,7 @@ def test_environment_variables_are_read_by_group(monkeypatch: pytest.MonkeyPatch
     assert [str(u) for u in s.content.ipfs_gateways] == ["http://127.0.0.1:8080/"]
     source = s.source("app-pg")
     assert source is not None
-    assert source.kind is SourceKind.postgres
+    assert source.kind is SourceKind("postgres")
     assert source.database_name() == "app"
     assert "pgsecretpw" not in repr(s)
     assert "s3-secret-value" not in repr(s)
@@ -83,7 +83,7 @@ def test_catalog_is_a_default_source() -> None:
     s = load(catalog={"database": "svc"})
     catalog = s.source("catalog")
     assert catalog is not None
-    assert catalog.kind is SourceKind.mongodb
+    assert catalog.kind is SourceKind("mongodb")
     assert catalog.database_name() == "svc"
     assert load(catalog={"source_name": ""}).source("catalog") is None
 

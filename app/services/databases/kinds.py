@@ -1,14 +1,12 @@
-"""The registry of database kinds: a new kind is one package and one line here."""
+"""The DatabaseKind of a source or a backup, from the registry."""
 
 from app.config import SourceKind
 from app.models.backup import BackupKind
 from app.services.databases.base import DatabaseKind
-from app.services.databases.mongodb.kind import MONGODB
-from app.services.databases.postgres.kind import POSTGRES
+from app.services.databases.registry import KIND_PACKAGES, load_kind
 
 KINDS: dict[SourceKind, DatabaseKind] = {
-    SourceKind.postgres: POSTGRES,
-    SourceKind.mongodb: MONGODB,
+    SourceKind(package): load_kind(package) for package in KIND_PACKAGES
 }
 
 

@@ -61,7 +61,7 @@ async def _inner_check(stream: Chunks, kind: str | None, settings: Settings,
     """Parse the plaintext; returns what it holds and how it differs from the manifest,
     raises when it is malformed."""
     # As before the registry, a record without a kind is read as a PostgreSQL dump.
-    database_kind = kind_of(SourceKind(kind or SourceKind.postgres))
+    database_kind = kind_of(SourceKind(kind or "postgres"))
     return await database_kind.check_archive(stream, settings, expected)
 
 

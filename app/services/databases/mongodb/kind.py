@@ -12,11 +12,12 @@ from app.models.requests import DatabaseBackupCreate
 from app.services.artifacts.stages import Chunks, Digest
 from app.services.databases.base import DumpInfo, SourceError
 from app.services.databases.mongodb.archive import NamespaceEnd, read_archive
+from app.services.databases.mongodb.facts import FACTS
 from app.services.databases.mongodb.source import DumpOptions, MongoSource, restore_archive
 
 
 class MongoKind:
-    backup_kind = BackupKind.mongodb
+    backup_kind = BackupKind(FACTS.name)
     format_name = "mongoarchive"
     system_databases = frozenset({"admin", "local", "config"})
     holds_catalog = True
@@ -85,4 +86,4 @@ class MongoKind:
                                    f"--nsFrom={shlex.quote(database + '.*')} --nsTo='NEW_DB.*'"])
 
 
-MONGODB = MongoKind()
+KIND = MongoKind()

@@ -12,6 +12,7 @@ from app.models.requests import DatabaseBackupCreate
 from app.services.artifacts.stages import Chunks, Digest
 from app.services.databases.base import DumpInfo, SourceError
 from app.services.databases.postgres.archive import check_pg_archive
+from app.services.databases.postgres.facts import FACTS
 from app.services.databases.postgres.source import PgDumpOptions, PgTools, PostgresSource
 
 
@@ -39,7 +40,7 @@ def _compare_tables(found: dict[str, int], expected: list[ContentEntry]) -> list
 
 
 class PostgresKind:
-    backup_kind = BackupKind.postgres
+    backup_kind = BackupKind(FACTS.name)
     format_name = "pgdump"
     system_databases = frozenset({"postgres", "template0", "template1"})
     holds_catalog = False
@@ -115,4 +116,4 @@ class PostgresKind:
         return f"createdb {connection} -T template0 NEW_DB && " + " | ".join([*steps, restore])
 
 
-POSTGRES = PostgresKind()
+KIND = PostgresKind()
