@@ -101,12 +101,16 @@ class Digest:
     sha256: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     size: int = 0
 
+    def add(self, data: bytes) -> None:
+        """Count and hash `data` (blocking: call it from a worker thread for big buffers)."""
+        self.sha256.update(data)
+        self.size += len(data)
+
     async def tap(self, chunks: Chunks) -> Chunks:
         async with aclosing(chunks) as source:
             async for chunk in source:
                 # hashlib releases the GIL for large buffers; keep it off the event loop.
-                await asyncio.to_thread(self.sha256.update, chunk)
-                self.size += len(chunk)
+                await asyncio.to_thread(self.add, chunk)
                 yield chunk
 
     @property

@@ -122,6 +122,7 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
     decision = Decision()
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
     good = [b for b in newest_first if counts_for_source(b)]
+    rank = {id(b): n for n, b in enumerate(good)}
     protect: dict[PydanticObjectId, list[str]] = {}
 
     def keep(backup: Backup, reason: str) -> None:
@@ -154,7 +155,7 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
         if age_limit <= now:
             what = "good backup" if is_good(backup) else f"{backup.status.value} backup"
             reasons.append(f"{what} past its retention of {backup.retention_days} days")
-        if counts_for_source(backup) and good.index(backup) >= policy.max_count:
+        if rank.get(id(backup), -1) >= policy.max_count:
             reasons.append(f"beyond the newest {policy.max_count} good backups of its source")
         if not reasons:
             continue

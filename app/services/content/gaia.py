@@ -6,13 +6,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 
 from app.config import ContentSettings
 from app.errors import InvalidInputError
-from app.services.artifacts.stages import rechunk
+from app.services.artifacts.stages import Digest, rechunk
 from app.services.content.formats.cid import b58encode
 from app.services.content.ipfs import ItemFailed
 from app.services.content.outbound import FetchFailed, Outbound, capped
@@ -103,29 +103,20 @@ async def current_etag(outbound: Outbound, url: str) -> str | None:
         return etag
 
 
-class _HashingWriter:
-    """Writes a spool file and hashes what it writes; called from a worker thread."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.digest.update(data)
-        self.handle.write(data)
-        self.size += len(data)
-
-
 async def _spool_to(response: httpx.Response, spool: Path, max_bytes: int,
-                    url: str) -> _HashingWriter:
+                    url: str) -> Digest:
     """Write the response body to spool, capped, hashing it; file work in a thread."""
     handle = await asyncio.to_thread(spool.open, "wb")
+    digest = Digest()
+
+    def write(data: bytes) -> None:
+        digest.add(data)
+        handle.write(data)
+
     try:
-        writer = _HashingWriter(handle)
         async for chunk in rechunk(capped(response, max_bytes, url)):
-            await asyncio.to_thread(writer.write, chunk)
-        return writer
+            await asyncio.to_thread(write, chunk)
+        return digest
     finally:
         await asyncio.to_thread(handle.close)
 
@@ -146,6 +137,6 @@ async def download(outbound: Outbound, settings: ContentSettings, url: str, spoo
     else:
         owner = gaia_path(url, prefixes).split("/", 1)[0] or None
         # ecdsa is pure Python: its first import and the check take milliseconds.
-        signer = await asyncio.to_thread(check_signature, sig_text, written.digest.digest(),
+        signer = await asyncio.to_thread(check_signature, sig_text, written.sha256.digest(),
                                          owner)
-    return GaiaFile(url, written.size, written.digest.hexdigest(), etag, signer)
+    return GaiaFile(url, written.size, written.hexdigest, etag, signer)

@@ -50,8 +50,8 @@ async def _old_job_ids(cutoff: datetime, keep_fires: set[PydanticObjectId]
         if raw.get("fireId") not in keep_fires:
             candidates[raw["_id"]] = raw
     if candidates:
-        # Only the backups that name one of the candidates: few, as retention removes
-        # most backups long before their jobs reach history_days.
+        # One pass over the backups that name a job, not an `$in` per batch of
+        # candidates: FerretDB would scan the collection once per batch.
         async for raw in Backup.get_pymongo_collection().find({"jobId": {"$ne": None}},
                                                               {"jobId": 1}):
             candidates.pop(raw["jobId"], None)
