@@ -1,5 +1,6 @@
 """Where and how artifacts are written: storage targets, compression, encryption."""
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,14 +13,21 @@ from pydantic import (
     model_validator,
 )
 
+from app.config.cloud_storage import HIDE_INPUT, check_azure_target, check_gcs_target
 from app.config.common import AgeRecipient, Group, empty_as_none
 
 
 class StorageBackend(StrEnum):
     local = "local"
     s3 = "s3"
+    azure = "azure"
+    gcs = "gcs"
+    sftp = "sftp"
 
 
+# A public host key in a known_hosts or ssh-keyscan line: its type, then base64.
+SSH_HOST_KEY = re.compile(r"(?:^|\s)(?:ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)"
+                          r"\s+AAAA[A-Za-z0-9+/]+=*(?:\s|$)")
 TargetName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
 
@@ -37,9 +45,48 @@ class S3Fields(Group):
 class StorageTargetSettings(S3Fields):
     """One named place backups are written to or copied to."""
 
+    # Its errors never echo the input: that holds keys, tokens and passwords.
+    model_config = HIDE_INPUT
     name: TargetName
     kind: StorageBackend
     local_dir: Path | None = None
+    # azure: https://<account>.blob.core.windows.net (or an emulator's URL) and a
+    # container; an account key or a SAS token (with read/add/create/write/delete/list).
+    azure_account_url: Annotated[HttpUrl | None, BeforeValidator(empty_as_none)] = None
+    azure_container: str | None = None
+    azure_account_key: SecretStr | None = None
+    azure_sas_token: SecretStr | None = None
+    azure_prefix: str = "backvault"
+    # gcs: a bucket and a service account's JSON key; gcs_endpoint_url only for an
+    # emulator or a private endpoint (without credentials there: no auth at all).
+    gcs_bucket: str | None = None
+    gcs_credentials_json: SecretStr | None = None
+    gcs_endpoint_url: Annotated[HttpUrl | None, BeforeValidator(empty_as_none)] = None
+    gcs_prefix: str = "backvault"
+    # sftp: a directory on a host reached over SSH. The host key is pinned (a line as
+    # ssh-keyscan prints it), never learned; a key or a password logs in.
+    sftp_host: str | None = None
+    sftp_port: int = Field(default=22, ge=1, le=65535)
+    sftp_user: str | None = None
+    sftp_password: SecretStr | None = None
+    sftp_private_key: SecretStr | None = None
+    sftp_known_host: Annotated[str | None, BeforeValidator(empty_as_none)] = None
+    sftp_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _sftp_complete(self) -> "StorageTargetSettings":
+        if self.kind is not StorageBackend.sftp:
+            return self
+        needs = [f for f in ("sftp_host", "sftp_user", "sftp_known_host", "sftp_dir")
+                 if not getattr(self, f)]
+        if not self.sftp_password and not self.sftp_private_key:
+            needs.append("sftp_private_key or sftp_password")
+        if needs:
+            raise ValueError(f"storage target {self.name!r} (sftp) needs {', '.join(needs)}")
+        if not SSH_HOST_KEY.search(str(self.sftp_known_host)):
+            raise ValueError(f"storage target {self.name!r} (sftp): sftp_known_host must hold "
+                             "the server's public host key, as ssh-keyscan prints it")
+        return self
 
     @model_validator(mode="after")
     def _complete(self) -> "StorageTargetSettings":
@@ -47,6 +94,10 @@ class StorageTargetSettings(S3Fields):
             raise ValueError(f"storage target {self.name!r} (s3) needs s3_bucket")
         if self.kind is StorageBackend.local and self.local_dir is None:
             raise ValueError(f"storage target {self.name!r} (local) needs local_dir")
+        if self.kind is StorageBackend.azure:
+            check_azure_target(self.name, self)
+        if self.kind is StorageBackend.gcs:
+            check_gcs_target(self.name, self)
         return self
 
 
@@ -62,6 +113,20 @@ class StorageSettings(S3Fields):
     local_dir: Path = Path("./backups")
     # Restores spool here (pg_restore -j needs a seekable file); backups never do.
     spool_dir: Annotated[Path | None, BeforeValidator(empty_as_none)] = None
+
+    @model_validator(mode="after")
+    def _sftp_is_a_named_target(self) -> "StorageSettings":
+        if self.backend is StorageBackend.sftp and not self.targets:
+            raise ValueError("storage.backend sftp is configured as a named target in "
+                             "storage.targets (kind sftp)")
+        return self
+
+    @model_validator(mode="after")
+    def _cloud_is_a_named_target(self) -> "StorageSettings":
+        if self.backend in (StorageBackend.azure, StorageBackend.gcs) and not self.targets:
+            raise ValueError(f"storage.backend {self.backend.value} is configured as a named "
+                             f"target in storage.targets (kind {self.backend.value})")
+        return self
 
     @model_validator(mode="after")
     def _s3_complete(self) -> "StorageSettings":

@@ -110,6 +110,9 @@ async def test_legacy_records_map_to_their_backend(settings: Settings,
         "s3_secret_key": SecretStr(S3_SECRET)})})
     backup = await _backup(legacy_s3, admin)
     assert (backup.storage_target, backup.storage_backend) == (None, "s3")
+    written = await Backup.get(backup.id)
+    assert written is not None
+    recorded = written.verification.model_dump()  # the after-backup verification's
 
     # Switched back to the local backend alone: a clear error, never "missing -> failed".
     local_only = StorageTargets.from_settings(settings)
@@ -117,7 +120,7 @@ async def test_legacy_records_map_to_their_backend(settings: Settings,
         await verify(settings, local_only, backup.id, Progress())  # type: ignore[arg-type]
     stored = await Backup.get(backup.id)
     assert stored is not None
-    assert stored.verification.state is VerificationState.unverified  # untouched
+    assert stored.verification.model_dump() == recorded  # untouched
 
     # Named targets later: the record maps to the one S3 target, whatever its name.
     named = with_targets(settings, [local_target("disk"), s3_target("archive", prefix=prefix)],
@@ -245,3 +248,9 @@ async def test_files_listing_takes_a_target(app: FastAPI, client: httpx.AsyncCli
                                headers=viewer.headers)
     assert default.status_code == 200
     assert all(f["target"] == "local" for f in default.json())
+    # A prefix never leaves the target's root (on SFTP "/etc/" once listed /etc).
+    for prefix in ("/", "/etc/", "../", "a/../../"):
+        outside = await client.get("/api/backups/files", params={"prefix": prefix},
+                                   headers=viewer.headers)
+        assert outside.status_code == 422, prefix
+        assert outside.json()["error"]["details"][0]["field"] == "prefix"

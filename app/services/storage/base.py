@@ -1,6 +1,7 @@
 """The storage interface every backend implements."""
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -38,6 +39,48 @@ def check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"Invalid storage key {key!r}")
     return key
+
+
+class KeyPrefix:
+    """Keys under a prefix inside a bucket or container (object stores)."""
+
+    prefix: str
+
+    def _full(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _unprefix(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+
+@dataclass(frozen=True)
+class ErrorMap:
+    """How one backend's failures become StorageErrors: a reason that carries no secret
+    (SDK texts can hold signed URLs), and whether repeating the call may help."""
+
+    errors: tuple[type[BaseException], ...]
+    reason: Callable[[BaseException], str]
+    transient: Callable[[BaseException], bool]
+
+    def mapped(self, exc: BaseException, what: str) -> "StorageError":
+        return StorageError(f"{what}: {self.reason(exc)}", transient=self.transient(exc))
+
+    @contextmanager
+    def errors_as(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except self.errors as exc:
+            raise self.mapped(exc, what) from exc
+
+
+def check_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a relative key, possibly ending in "/"."""
+    if prefix and (prefix.startswith("/") or not prefix.rstrip("/")):
+        raise StorageError(f"Invalid storage key prefix {prefix!r}")
+    if prefix:
+        check_key(prefix.rstrip("/"))
+    return prefix
 
 
 class Storage(Protocol):

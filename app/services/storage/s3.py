@@ -3,8 +3,8 @@
 import asyncio
 import builtins
 import math
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,14 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.config import Settings, StorageSettings, StorageTargetSettings
 from app.services.artifacts.stages import CHUNK, Chunks
-from app.services.storage.base import ObjectInfo, ObjectNotFound, StorageError, check_key
+from app.services.storage.base import (
+    ErrorMap,
+    KeyPrefix,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    check_prefix,
+)
 
 MIN_PART = 5 * 1024 * 1024  # the S3 minimum for all parts but the last
 MAX_PARTS = 10_000
@@ -30,7 +37,7 @@ def part_size_for(max_object_bytes: int) -> int:
     return max(MIN_PART, math.ceil(needed / mib) * mib)
 
 
-class S3Storage:
+class S3Storage(KeyPrefix):
     name = "s3"
 
     def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
@@ -77,15 +84,9 @@ class S3Storage:
                 Config(retries={"max_attempts": attempts, "mode": "standard"}))}
         return self._session.client("s3", **args)
 
-    def _key(self, key: str) -> str:
-        check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _unprefix(self, full: str) -> str:
-        return full[len(self.prefix) + 1:] if self.prefix else full
 
     def describe(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        return f"s3://{self.bucket}/{self._full(key)}"
 
     async def prepare(self) -> None:
         await self.ensure_bucket()
@@ -101,7 +102,7 @@ class S3Storage:
                     await s3.create_bucket(Bucket=self.bucket)
 
     async def put(self, key: str, chunks: Chunks) -> int:
-        full = self._key(key)
+        full = self._full(key)
         # Chunks are kept as they come and joined once per part: one copy per part.
         pending: list[bytes] = []
         pending_bytes = 0
@@ -171,7 +172,7 @@ class S3Storage:
         with mapped_errors(f"Cannot read {self.describe(key)}"):
             async with self._client() as s3:
                 try:
-                    response = await s3.get_object(Bucket=self.bucket, Key=self._key(key))
+                    response = await s3.get_object(Bucket=self.bucket, Key=self._full(key))
                 except ClientError as exc:
                     if _status(exc) == 404:
                         raise ObjectNotFound(f"No stored object {key}") from exc
@@ -187,7 +188,7 @@ class S3Storage:
         with mapped_errors(f"Cannot stat {self.describe(key)}"):
             async with self._client() as s3:
                 try:
-                    head = await s3.head_object(Bucket=self.bucket, Key=self._key(key))
+                    head = await s3.head_object(Bucket=self.bucket, Key=self._full(key))
                 except ClientError as exc:
                     if _status(exc) == 404:
                         return None
@@ -195,6 +196,7 @@ class S3Storage:
         return ObjectInfo(key, int(head["ContentLength"]), head.get("LastModified"))
 
     async def list_objects(self, prefix: str = "") -> AsyncGenerator[ObjectInfo, None]:
+        check_prefix(prefix)
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         with mapped_errors(f"Cannot list s3://{self.bucket}/{full_prefix}"):
             async with self._client() as s3:
@@ -207,10 +209,10 @@ class S3Storage:
     async def delete(self, key: str) -> None:
         with mapped_errors(f"Cannot delete {self.describe(key)}"):
             async with self._client() as s3:
-                await s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+                await s3.delete_object(Bucket=self.bucket, Key=self._full(key))
 
     async def _uploads(self, s3: Any, key: str = "") -> "builtins.list[dict[str, Any]]":
-        prefix = self._key(key) if key else (f"{self.prefix}/" if self.prefix else "")
+        prefix = self._full(key) if key else (f"{self.prefix}/" if self.prefix else "")
         uploads: builtins.list[dict[str, Any]] = []
         paginator = s3.get_paginator("list_multipart_uploads")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
@@ -227,7 +229,7 @@ class S3Storage:
         with mapped_errors(f"Cannot discard unfinished uploads of {self.describe(key)}"):
             async with self._client() as s3:
                 uploads = [u for u in await self._uploads(s3, key)
-                           if u["Key"] == self._key(key)]
+                           if u["Key"] == self._full(key)]
                 for upload in uploads:
                     await self._abort(s3, upload["Key"], upload["UploadId"])
         return len(uploads)
@@ -258,18 +260,6 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError)
 
 
-def mapped(exc: BaseException, what: str) -> StorageError:
-    """The one translation of an S3 or transport failure into a StorageError."""
-    return StorageError(f"{what}: {_reason(exc)}", transient=is_transient(exc))
-
-
-@contextmanager
-def mapped_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except TRANSPORT_ERRORS as exc:
-        raise mapped(exc, what) from exc
-
 
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
@@ -280,3 +270,9 @@ def _reason(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', str(exc))}"
     return str(exc) or type(exc).__name__
+
+
+# The one translation of this backend's failures into StorageErrors.
+ERRORS = ErrorMap(TRANSPORT_ERRORS, _reason, is_transient)
+mapped = ERRORS.mapped
+mapped_errors = ERRORS.errors_as

@@ -39,6 +39,18 @@ def build_target(target: StorageTargetSettings, settings: Settings) -> Storage:
         from app.services.storage.s3 import S3Storage
 
         return wrapped(S3Storage.from_target(target, settings), settings)
+    if target.kind is StorageBackend.azure:
+        from app.services.storage.azure import AzureBlobStorage
+
+        return wrapped(AzureBlobStorage.from_target(target, settings), settings)
+    if target.kind is StorageBackend.gcs:
+        from app.services.storage.gcs import GcsStorage
+
+        return wrapped(GcsStorage.from_target(target, settings), settings)
+    if target.kind is StorageBackend.sftp:
+        from app.services.storage.sftp import SftpStorage
+
+        return wrapped(SftpStorage.from_target(target), settings)
     assert target.local_dir is not None
     return wrapped(LocalStorage(target.local_dir), settings)
 
@@ -106,27 +118,33 @@ class StorageTargets:
             if target.name == name:
                 self.stores[name] = build_target(target, self.settings)
 
-    def name_for(self, backup: "Backup") -> str:
-        """The target a backup was written to; older records name only their backend,
-        which maps to the target of that name, else the one target of that kind."""
-        wanted = backup.storage_target or backup.storage_backend or self.default_name
+    def resolve(self, target: str | None, backend: str | None, what: str,
+                details: dict[str, str]) -> str:
+        """The name of the target a record (`what`) was written to. Older records name only
+        their backend, which maps to the target of that name, else the one target of that
+        kind; a record naming neither maps to the default."""
+        wanted = target or backend or self.default_name
         if wanted not in self.stores and self.lenient:
             self._add_configured(wanted)
         if wanted in self.stores:
             return wanted
         if self.lenient:
             return self.default_name
-        if backup.storage_target is None:
+        if target is None:
             kinds = [n for n, s in self.stores.items() if s.name == wanted]
             if self.default.name == wanted:
                 return self.default_name
             if len(kinds) == 1:
                 return kinds[0]
         raise UnknownTargetError(
-            f"Backup {backup.id} was written to storage target {wanted!r}, which is not "
-            f"configured (configured: {', '.join(self.stores)}). Configure it in "
-            "BACKUP_STORAGE__TARGETS; the backup is not marked failed",
-            {"backupId": str(backup.id), "target": wanted})
+            f"{what} was written to storage target {wanted!r}, which is not configured "
+            f"(configured: {', '.join(self.stores)}). Configure it in "
+            "BACKUP_STORAGE__TARGETS; the record is not marked failed",
+            {**details, "target": wanted})
+
+    def name_for(self, backup: "Backup") -> str:
+        return self.resolve(backup.storage_target, backup.storage_backend,
+                            f"Backup {backup.id}", {"backupId": str(backup.id)})
 
     def for_backup(self, backup: "Backup") -> Storage:
         return self.stores[self.name_for(backup)]
