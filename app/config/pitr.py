@@ -1,0 +1,28 @@
+"""Point-in-time recovery of PostgreSQL sources: continuous WAL archiving and its limits."""
+
+from pathlib import Path
+
+from pydantic import Field
+
+from app.config.common import Group, SourceName
+
+
+class PitrSettings(Group):
+    # Configured PostgreSQL sources whose WAL is archived continuously (pg_receivewal).
+    sources: list[SourceName] = []
+    # The replication slot of a source is named <prefix><source> (dashes become _).
+    slot_prefix: str = Field(default="backvault_", pattern=r"^[a-z0-9_]{1,40}$")
+    # How often the segment being received (.partial) is shipped: the RPO, in seconds.
+    partial_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Warn (health, notification) when a slot holds back more WAL than this on the primary.
+    slot_lag_alert_bytes: int = Field(default=1024 ** 3, ge=1)
+    # Spool of pg_receivewal: the segments being received, one folder per source.
+    receive_dir: Path = Path("./pitr-spool")
+    # The archiver lease: one replica receives a source's WAL; another takes over after it.
+    lease_seconds: float = Field(default=30.0, ge=2, le=600)
+    # Private PostgreSQL instances of a restore: their data directories go here.
+    restore_dir: Path = Path("/var/tmp/backvault-pitr")
+    # PostgreSQL refuses to run as root: the OS user of a private instance when root.
+    run_user: str = Field(default="postgres", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # Estimate of replay speed for a restore's dry run, MB of WAL per second.
+    replay_mb_per_second: float = Field(default=50.0, gt=0)

@@ -1,0 +1,172 @@
+"""A private PostgreSQL instance for a restore: the data directory unpacked from a base
+backup, recovery settings, start as the configured OS user, promotion, copy-out, stop."""
+
+import asyncio
+import os
+import pwd
+import shutil
+from contextlib import aclosing
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from app.config import Settings, SourceSettings
+from app.errors import ConflictError
+from app.models.backup import Backup
+from app.models.wal import PitrRestoreRequest
+from app.services.artifacts.read import opened
+from app.services.artifacts.stages import Digest
+from app.services.databases.base import SourceError
+from app.services.databases.postgres.source import PgTools, PostgresSource, stderr_tail
+from app.services.storage import StorageTargets
+
+PROMOTE_TIMEOUT = 900.0
+
+
+async def unpack_base(settings: Settings, targets: StorageTargets, backup: Backup,
+                      data_dir: Path) -> None:
+    """Stream the base backup through age and zstd into `tar -x`; its SHA-256 checked."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    digest = Digest()
+    raw = digest.tap(targets.for_backup(backup).get(backup.storage_key or ""))
+    proc = await asyncio.create_subprocess_exec(
+        "tar", "-x", "-C", str(data_dir), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    errors = asyncio.create_task(stderr_tail(proc.stderr))
+    try:
+        async with aclosing(opened(raw, backup.format_chain, settings)) as chunks:
+            async for chunk in chunks:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+        proc.stdin.close()
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = await errors
+    if code != 0:
+        raise SourceError(f"tar could not unpack the base backup: {text or code}")
+    if digest.hexdigest != backup.sha256:
+        raise SourceError(f"Base backup {backup.id}: stored bytes do not match its SHA-256")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class PrivateInstance:
+    def __init__(self, settings: Settings, work: Path, port: int) -> None:
+        self.settings, self.work, self.port = settings, work, port
+        self.data_dir, self.wal_dir = work / "data", work / "wal"
+        self.log = work / "postgres.log"
+        self.tools = PgTools(settings.tools.pg_bin_dir)
+        self.as_root = os.geteuid() == 0
+        self.started = False
+
+    def _as_user(self, args: list[str]) -> list[str]:
+        # PostgreSQL refuses to run as root.
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        return [runuser, "-u", self.settings.pitr.run_user, "--", *args] if self.as_root \
+            else args
+
+    def configure(self, request: PitrRestoreRequest) -> None:
+        lines = [f"restore_command = {_quote(f'cp {self.wal_dir}/%f %p')}",
+                 "recovery_target_action = 'promote'",
+                 "recovery_target_timeline = 'latest'",
+                 f"port = {self.port}", "listen_addresses = '127.0.0.1'",
+                 f"unix_socket_directories = {_quote(str(self.work))}",
+                 # No read-only queries during recovery: it then needs no parameter to be
+                 # at least the primary's (max_connections and the like).
+                 "hot_standby = off", "archive_mode = off"]
+        if request.target_time is not None:
+            lines.append(f"recovery_target_time = {_quote(request.target_time.isoformat())}")
+        elif request.target_lsn is not None:
+            lines.append(f"recovery_target_lsn = {_quote(request.target_lsn)}")
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.write("\n# Backvault point-in-time restore\n" + "\n".join(lines) + "\n")
+        (self.data_dir / "recovery.signal").touch()
+        for stale in ("postmaster.pid", "standby.signal"):
+            (self.data_dir / stale).unlink(missing_ok=True)
+        if self.as_root:
+            user = pwd.getpwnam(self.settings.pitr.run_user)
+            for folder, dirs, files in os.walk(self.work):
+                for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+                    os.chown(name, user.pw_uid, user.pw_gid)
+        self.work.chmod(0o700)
+        self.data_dir.chmod(0o700)
+
+    async def _pg_ctl(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self._as_user([self.tools.path("pg_ctl"), "-D", str(self.data_dir), *args]),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def start(self) -> None:
+        code, out = await self._pg_ctl("-l", str(self.log), "-w", "-t", "600",
+                                       "-o", f"-p {self.port}", "start")
+        self.started = True
+        if code != 0:
+            raise SourceError(f"The private PostgreSQL did not start: {self._log_tail() or out}")
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-1500:].strip()
+        except OSError:
+            return ""
+
+    def uri(self, source: SourceSettings, database: str) -> str:
+        parts = urlsplit(source.uri.get_secret_value())
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        return urlunsplit((parts.scheme, netloc, "/" + database, "", ""))
+
+    async def wait_promoted(self, source: SourceSettings | None = None) -> None:
+        """Until recovery reached its target and the instance was promoted."""
+        deadline = asyncio.get_running_loop().time() + PROMOTE_TIMEOUT
+        while True:
+            if self.data_dir.joinpath("postmaster.pid").exists() is False:
+                raise SourceError(f"Recovery failed: {self._log_tail()}")
+            if "database system is ready to accept connections" in self._log_tail() and \
+                    "archive recovery complete" in self.log.read_text(errors="replace"):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise SourceError("Recovery did not finish in time")
+            await asyncio.sleep(0.5)
+
+    async def copy_database(self, source: SourceSettings, database: str, target: str,
+                            confirm: str | None) -> None:
+        """`pg_dump -Fc` of one database of the instance, restored into `target` on the
+        source's server (a new database, or an existing one when `confirm` names it)."""
+        live = PostgresSource(source.uri.get_secret_value(), source.database_name(),
+                              self.tools)
+        exists = await live.database_exists(target)
+        if exists and confirm != target:
+            raise ConflictError(f"Database {target} exists: name it in \"confirm\" to replace "
+                                "its objects", {"field": "confirm"})
+        private = PostgresSource(self.uri(source, database), database, self.tools)
+        dump = self.work / "copy.pgdump"
+        with private.conn.child_env() as env:
+            proc = await asyncio.create_subprocess_exec(
+                self.tools.path("pg_dump"), "--format=custom", "--no-password",
+                f"--file={dump}", f"--dbname={private.conn.uri}",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=env)
+            text = await stderr_tail(proc.stderr)
+            if await proc.wait() != 0:
+                raise SourceError(f"pg_dump of the restored instance failed: {text}")
+        await live.restore_file(dump, target, drop_existing=exists)
+
+    async def stop(self) -> None:
+        if self.started and self.data_dir.joinpath("postmaster.pid").exists():
+            await self._pg_ctl("-m", "fast", "-w", "stop")
+        self.started = False
+
+    def stop_command(self) -> str:
+        prefix = f"runuser -u {self.settings.pitr.run_user} -- " if self.as_root else ""
+        return f"{prefix}{self.tools.path('pg_ctl')} -D {self.data_dir} -m fast stop"
+
+

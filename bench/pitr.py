@@ -1,0 +1,249 @@
+"""`make bench-pitr`: PITR on a throwaway PostgreSQL cluster of its own (it is killed).
+
+rpo_s: committed transactions lost when the primary is killed under a steady write load
+(seconds between the last commit a client saw and the last commit in the archive, read
+with pg_waldump from the archived WAL; median of PITR_BENCH_TRIALS). tps_without /
+tps_with: pgbench throughput without and with archiving. restore_s: base backup plus the
+WAL since, restored to the latest time into a private instance. pgbackrest_restore_s: not
+measured by this script yet (null).
+
+Sizes: PITR_BENCH_SCALE (pgbench scale, 70 ~ 1 GB), PITR_BENCH_WAL_MB (WAL written after
+the base backup), PITR_BENCH_SECONDS (each pgbench run), PITR_BENCH_TRIALS,
+PITR_BENCH_PARTIAL_S (the partial-segment ship interval under test).
+"""
+
+import asyncio
+import json
+import os
+import pwd
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pyrage
+from beanie import PydanticObjectId
+from pymongo import AsyncMongoClient
+
+from app.config import Settings
+from app.models.job_params import PitrRestoreParams
+from app.models.wal import WalSegment
+from app.runtime import open_runtime
+from app.services.jobs.runner import Progress
+from app.services.pitr.archiver import WalArchivers
+from app.services.pitr.basebackup import take_base_backup
+from app.services.pitr.restore import restore_source
+from app.services.pitr.ship import fetch_to
+from app.services.pitr.walnames import parse_lsn, segment_number
+
+PG_BIN = Path(os.environ.get("BACKVAULT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
+SCALE = int(os.environ.get("PITR_BENCH_SCALE", "70"))
+WAL_MB = int(os.environ.get("PITR_BENCH_WAL_MB", "1024"))
+SECONDS = int(os.environ.get("PITR_BENCH_SECONDS", "30"))
+TRIALS = int(os.environ.get("PITR_BENCH_TRIALS", "5"))
+PARTIAL_S = float(os.environ.get("PITR_BENCH_PARTIAL_S", "30"))
+RUN_USER = os.environ.get("BACKVAULT_PG_RUN_USER", "postgres")
+WORK = Path(os.environ.get("PITR_BENCH_DIR", "/var/tmp/backvault-bench-pitr"))
+RESULTS = Path(__file__).parent / "results"
+COMMIT = re.compile(r"COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC")
+
+
+def say(text: str) -> None:
+    sys.stdout.write(f"[bench-pitr] {text}\n")
+    sys.stdout.flush()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def as_user(args: list[str]) -> list[str]:
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+    return [runuser, "-u", RUN_USER, "--", *args] if os.geteuid() == 0 else args
+
+
+class Primary:
+    def __init__(self, port: int) -> None:
+        self.port, self.data = port, WORK / "primary"
+        self.uri = f"postgresql://{RUN_USER}@127.0.0.1:{port}/bench"
+
+    def init(self) -> None:
+        WORK.mkdir(parents=True, exist_ok=True)
+        user = pwd.getpwnam(RUN_USER)
+        os.chown(WORK, user.pw_uid, user.pw_gid)
+        subprocess.run(as_user([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", RUN_USER,
+                                "--auth=trust", "-E", "UTF8"]), check=True,
+                       stdout=subprocess.DEVNULL)
+        self.start()
+        subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                        "-U", RUN_USER, "bench"], check=True)
+        subprocess.run([str(PG_BIN / "pgbench"), "-i", "-q", "-s", str(SCALE), self.uri],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        subprocess.run(as_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                                str(WORK / "primary.log"), "-o",
+                                f"-p {self.port} -k {WORK} -c listen_addresses=127.0.0.1",
+                                "start"]), check=True, stdout=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, 9)
+
+    def stop(self) -> None:
+        subprocess.run(as_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m",
+                                "immediate", "stop"]), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
+def pgbench_tps(uri: str) -> float:
+    out = subprocess.run([str(PG_BIN / "pgbench"), "-c", "4", "-j", "2", "-T", str(SECONDS),
+                          uri], check=True, capture_output=True, text=True).stdout
+    found = re.search(r"tps = ([\d.]+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+def settings_for(primary: Primary) -> Settings:
+    key = pyrage.x25519.Identity.generate()
+    (WORK / "key.txt").write_text(f"{key}\n")
+    return Settings.model_validate({
+        "system": {"environment": "development", "log_level": "warning", "enabled": False},
+        "catalog": {"mongo_uri": MONGO_URI, "database": "backvault_bench_pitr",
+                    "source_name": ""},
+        "auth": {"jwt_secret": "bench-" + "x" * 40},
+        "storage": {"local_dir": str(WORK / "store")},
+        "sources": [{"name": "benchpg", "kind": "postgres", "uri": primary.uri}],
+        "tools": {"pg_bin_dir": str(PG_BIN)},
+        "encryption": {"recipients": [str(key.to_public())],
+                       "identity_file": str(WORK / "key.txt")},
+        "limits": {"max_size_mb": 100_000, "timeout_seconds": 7200},
+        "pitr": {"sources": ["benchpg"], "receive_dir": str(WORK / "spool"),
+                 "restore_dir": str(WORK / "restore"), "partial_interval_seconds": PARTIAL_S,
+                 "run_user": RUN_USER},
+    })
+
+
+async def write_until_killed(primary: Primary) -> float:
+    """Commit a row every 10 ms; kill the primary at a random moment; the last commit's
+    time as the client saw it."""
+    conn = await asyncpg.connect(primary.uri)
+    await conn.execute("CREATE TABLE IF NOT EXISTS rpo (at timestamptz)")
+    last, stop_at = 0.0, time.time() + random.uniform(5, 20)
+    try:
+        while time.time() < stop_at:
+            await conn.execute("INSERT INTO rpo VALUES (now())")
+            last = time.time()
+            await asyncio.sleep(0.01)
+        primary.kill()
+    finally:
+        conn.terminate()
+    return last
+
+
+async def archived_last_commit(settings: Settings, targets: Any) -> float:
+    """The newest commit time in the archived WAL (pg_waldump of the last segments)."""
+    segments = [s for s in await WalSegment.find({"source": "benchpg"}).to_list()
+                if not s.history]
+    segments.sort(key=lambda s: (segment_number(s.segment), not s.partial))
+    newest = 0.0
+    for seg in segments[-3:]:
+        path = WORK / "waldump" / seg.segment
+        path.parent.mkdir(exist_ok=True)
+        await fetch_to(settings, targets, "benchpg", seg.segment, path)
+        out = subprocess.run([str(PG_BIN / "pg_waldump"), str(path)], capture_output=True,
+                             text=True).stdout
+        for stamp in COMMIT.findall(out):
+            newest = max(newest, datetime.fromisoformat(stamp + "+00:00").timestamp())
+    return newest
+
+
+async def wal_since(primary: Primary, start: str) -> int:
+    conn = await asyncpg.connect(primary.uri)
+    try:
+        return int(await conn.fetchval(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", parse_lsn(start)))
+    finally:
+        await conn.close()
+
+
+async def main() -> dict[str, Any]:
+    shutil.rmtree(WORK, ignore_errors=True)
+    primary = Primary(free_port())
+    try:
+        say(f"primary: pgbench scale {SCALE}")
+        primary.init()
+        tps_without = pgbench_tps(primary.uri)
+        say(f"tps without archiving: {tps_without:.0f}")
+        settings = settings_for(primary)
+        async with open_runtime(settings) as runtime:
+            archivers = WalArchivers(settings, runtime.targets).start()
+            try:
+                base = await take_base_backup(settings, runtime.targets, Progress(), "benchpg",
+                                              admin=PydanticObjectId())
+                tps_with = pgbench_tps(primary.uri)
+                say(f"tps with archiving: {tps_with:.0f}")
+                while await wal_since(primary, base.options["pitr"]["stopLsn"]) < WAL_MB << 20:
+                    subprocess.run([str(PG_BIN / "pgbench"), "-c", "4", "-j", "2", "-T", "10",
+                                    primary.uri], check=True, capture_output=True)
+                rpos = []
+                for trial in range(TRIALS):
+                    last_seen = await write_until_killed(primary)
+                    await asyncio.sleep(PARTIAL_S + 5)  # the service outlives the primary
+                    archived = await archived_last_commit(settings, runtime.targets)
+                    rpos.append(max(0.0, last_seen - archived))
+                    say(f"trial {trial + 1}: rpo {rpos[-1]:.2f} s")
+                    primary.start()
+                await asyncio.sleep(PARTIAL_S + 5)
+                started = time.monotonic()
+                params = PitrRestoreParams(source="benchpg", latest=True, dry_run=False)
+                result = await restore_source(settings, runtime.targets, Progress(), params,
+                                              "bench")
+                restore_s = time.monotonic() - started
+                subprocess.run(result["stopCommand"].split(), stdout=subprocess.DEVNULL)
+                say(f"restore to latest: {restore_s:.1f} s")
+            finally:
+                await archivers.stop()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URI)
+        await client.drop_database("backvault_bench_pitr")
+        await client.close()
+        return {"scale": SCALE, "wal_mb": WAL_MB, "partial_interval_s": PARTIAL_S,
+                "rpo_s": statistics.median(rpos), "rpo_trials_s": rpos,
+                "tps_without": tps_without, "tps_with": tps_with,
+                "restore_s": round(restore_s, 2), "pgbackrest_restore_s": None,
+                "base_bytes": base.stored_bytes}
+    finally:
+        primary.stop()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+def table(result: dict[str, Any]) -> str:
+    overhead = 100 * (1 - result["tps_with"] / result["tps_without"])
+    return "\n".join([
+        "| measure | value | goal |", "|---|---|---|",
+        f"| RPO, primary killed (median of {len(result['rpo_trials_s'])}) | "
+        f"{result['rpo_s']:.1f} s | < 60 s |",
+        f"| pgbench tps without / with archiving | {result['tps_without']:.0f} / "
+        f"{result['tps_with']:.0f} ({overhead:.1f}% cost) | < 5% |",
+        f"| restore to latest (scale {result['scale']}, {result['wal_mb']} MB WAL) | "
+        f"{result['restore_s']:.1f} s | within 1.2x pgBackRest (not measured) |", ""])
+
+
+if __name__ == "__main__":
+    outcome = asyncio.run(main())
+    RESULTS.mkdir(exist_ok=True)
+    name = os.environ.get("PITR_BENCH_NAME", "pitr")
+    (RESULTS / f"{name}.json").write_text(json.dumps(outcome, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table(outcome))
+    sys.stdout.write(table(outcome))

@@ -1,0 +1,196 @@
+"""WAL archiving, base backups and continuity against the local PostgreSQL cluster."""
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from beanie import PydanticObjectId
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.models.backup import Backup
+from app.models.job import BackupJob
+from app.models.wal import WalSegment
+from app.services.databases.backup import remove_backup
+from app.services.pitr import lease
+from app.services.pitr.archiver import WalArchivers
+from app.services.pitr.retention import prune_wal
+from tests.support.accounts import Account
+from tests.support.jobs import wait_job
+from tests.support.pitr import archiving as pitr_archiving
+from tests.support.pitr import drop_slot, pitr_settings, switch_wal, until
+from tests.support.settings import PG_DB, pg_uri
+
+pytestmark = pytest.mark.usefixtures("source_databases")
+
+
+@pytest.fixture
+async def archiving(app: FastAPI, settings: Settings) -> AsyncIterator[WalArchivers]:
+    """Archiving of `pg` running in the app's process, as the lifespan starts it."""
+    async with pitr_archiving(app, settings) as archivers:
+        yield archivers
+
+
+async def _restarted(pid: int | None, old: int) -> bool:
+    return pid not in (None, old)
+
+
+async def _shipped(name: str) -> bool:
+    return await WalSegment.get(f"pg:{name}") is not None
+
+
+async def _insert(rows: int) -> None:
+    conn = await asyncpg.connect(pg_uri(PG_DB))
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS pitr_rows (n int, at timestamptz)")
+        await conn.executemany("INSERT INTO pitr_rows VALUES ($1, now())",
+                               [(i,) for i in range(rows)])
+    finally:
+        await conn.close()
+
+
+async def test_archive_kill_restart_and_gap(client: httpx.AsyncClient, archiving: WalArchivers,
+                                            admin: Account, viewer: Account) -> None:
+    archiver = archiving.archivers["pg"]
+    job = (await client.post("/api/pitr/pg/basebackup", headers=admin.headers)).json()
+    done = await wait_job(client, admin.headers, job["id"], timeout=240)
+    assert done["status"] == "completed", done
+    stop_wal = done["result"]["stopWal"]
+    await until(lambda: _shipped(stop_wal), 30)
+
+    await _insert(200)
+    first = await switch_wal()
+    await until(lambda: _shipped(first))
+    # The receiver dies mid-segment; the slot keeps the WAL until it is back.
+    await _insert(300)
+    old_pid = archiver.state.receiver_pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    await until(lambda: _restarted(archiver.state.receiver_pid, old_pid))
+    await _insert(100)
+    second = await switch_wal()
+    await until(lambda: _shipped(second))
+
+    window = (await client.get("/api/pitr/pg/window", headers=viewer.headers)).json()
+    assert window["gaps"] == [], window
+    chain = next(c for c in window["baseBackups"] if c["backupId"] == done["backupId"])
+    assert chain["restorable"]
+    assert chain["reaches"] >= second
+    assert window["earliest"] is not None
+    assert window["latest"] is not None
+    assert (await client.get("/api/pitr/pg", headers=viewer.headers)).json()["gaps"] == []
+    listed = (await client.get("/api/pitr", headers=viewer.headers)).json()
+    assert [w["source"] for w in listed] == ["pg"]
+    reported = await until(lambda: _archiver_report(client, viewer))
+    assert reported["holding"] is True
+    assert reported["lagBytes"] >= 0
+
+    # One archived segment goes: the check names it and the window ends before it.
+    lost = await WalSegment.get(f"pg:{first}")
+    assert lost is not None
+    await app_storage_delete(archiving, lost)
+    after = (await client.get("/api/pitr/pg/window", headers=viewer.headers)).json()
+    assert [g["firstMissing"] for g in after["gaps"]] == [first]
+    assert after["latest"] < window["latest"]
+    metrics = (await client.get("/metrics")).text
+    assert 'backvault_pitr_wal_gaps{source="pg"} 1.0' in metrics
+    assert 'backvault_pitr_slot_lag_bytes{source="pg"}' in metrics
+
+    # The replica receiving the WAL notices, and queues a new base backup.
+    await archiver.check_chain()
+    assert archiver.state.chain_broken
+    queued = await until(_auto_base_backup)
+    assert (await wait_job(client, admin.headers, queued, timeout=240))["status"] == "completed"
+
+
+async def _archiver_report(client: httpx.AsyncClient, viewer: Account) -> Any:
+    window = (await client.get("/api/pitr/pg/window", headers=viewer.headers)).json()
+    return window["archiver"] if window["archiver"] and \
+        window["archiver"].get("lagBytes") is not None else None
+
+
+async def _auto_base_backup() -> str | None:
+    jobs = await BackupJob.find({"kind": "pitr_basebackup", "trigger": "schedule"}).to_list()
+    return str(jobs[-1].id) if jobs else None
+
+
+async def app_storage_delete(archiving: WalArchivers, segment: WalSegment) -> None:
+    await archiving.archivers["pg"].targets.named(segment.storage_target).delete(segment.key)
+    await segment.delete()
+
+
+async def test_window_needs_a_postgres_source(client: httpx.AsyncClient,
+                                              viewer: Account, admin: Account) -> None:
+    assert (await client.get("/api/pitr/mongo/window", headers=viewer.headers)).status_code \
+        == 422
+    assert (await client.post("/api/pitr/pg/basebackup", headers=viewer.headers)).status_code \
+        == 403
+    assert (await client.get("/api/pitr/nope/window", headers=viewer.headers)).status_code \
+        == 422
+
+
+@pytest.mark.usefixtures("empty_catalog")
+async def test_wal_retention_follows_kept_base_backups(
+        app: FastAPI, client: httpx.AsyncClient, archiving: WalArchivers,
+        admin: Account) -> None:
+    targets = archiving.archivers["pg"].targets
+    first = await _base_backup(client, admin)
+    older = await switch_wal()
+    await until(lambda: _shipped(older))
+    second = await _base_backup(client, admin)
+    assert await prune_wal(targets, "pg") == []
+    assert await WalSegment.get(f"pg:{older}") is not None  # the first base backup needs it
+
+    backup = await Backup.get(PydanticObjectId(first["backupId"]))
+    assert backup is not None
+    await remove_backup(targets, backup, "test: retention removed it")
+    assert await prune_wal(targets, "pg", dry_run=True) == []
+    assert await WalSegment.get(f"pg:{older}") is not None  # a dry run deletes nothing
+    assert await prune_wal(targets, "pg") == []
+    kept = await WalSegment.find({"source": "pg"}).to_list()
+    assert await WalSegment.get(f"pg:{older}") is None
+    assert min(s.segment for s in kept if not s.partial) == second["result"]["startWal"]
+    assert not [k async for k in targets.default.list_objects(f"wal/pg/{older}")]
+
+
+async def _base_backup(client: httpx.AsyncClient, admin: Account) -> dict[str, Any]:
+    job = (await client.post("/api/pitr/pg/basebackup", headers=admin.headers)).json()
+    done = await wait_job(client, admin.headers, job["id"], timeout=240)
+    assert done["status"] == "completed", done
+    stop_wal = done["result"]["stopWal"]
+    await until(lambda: _shipped(stop_wal), 30)
+    return done
+
+
+async def test_one_replica_receives_and_another_takes_over(app: FastAPI,
+                                                           settings: Settings) -> None:
+    config = pitr_settings(settings)
+    first = WalArchivers(config, app.state.runner.targets).start()
+    second = WalArchivers(config, app.state.runner.targets)
+    try:
+        await until(lambda: _holding(first))
+        second.start()
+        await asyncio.sleep(config.pitr.lease_seconds / 2)
+        assert second.archivers["pg"].state.receiver_pid is None  # the lease is taken
+        await first.stop()
+        await second.stop()
+        # A replica died holding the lease: nobody receives until it lapses, then one does.
+        await lease.take_or_renew("pitr:pg", "dead-replica", 3.0)
+        second = WalArchivers(config, app.state.runner.targets).start()
+        await asyncio.sleep(1.0)
+        assert second.archivers["pg"].state.receiver_pid is None
+        await until(lambda: _holding(second), config.pitr.lease_seconds * 3)
+        assert (await lease.holder("pitr:pg") or {}).get("owner") == second.owner
+    finally:
+        await first.stop()
+        await second.stop()
+        await drop_slot(config)
+
+
+async def _holding(archivers: WalArchivers) -> bool:
+    return archivers.archivers["pg"].state.receiver_pid is not None
