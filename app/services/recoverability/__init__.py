@@ -1,0 +1,1 @@
+"""Backups that prove themselves: verification policy, rolling re-verification, drills."""
