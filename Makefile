@@ -18,6 +18,13 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The console's browser assets (htmx), pinned by package-lock.json and served by the app.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+venv: node_modules/.installed
+
 services:
 	$(SERVICES) up
 
@@ -59,6 +66,12 @@ bench-content: venv services
 # /healthz polled alongside; results land in bench/results/list_load.*.
 bench-list: venv services
 	$(WITH_SERVICES) $(BIN)/python -m bench.list_load
+
+# PITR on a throwaway cluster of its own: RPO with the primary killed, pgbench tps without
+# and with archiving, restore to the latest time (bench/pitr.py; sizes by PITR_BENCH_*).
+.PHONY: bench-pitr
+bench-pitr: venv services
+	$(WITH_SERVICES) $(BIN)/python -m bench.pitr
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -46,6 +46,13 @@ class PermissionDeniedError(AppError):
     code = "forbidden"
 
 
+class ConfirmationRequiredError(AppError):
+    """A destructive action without `confirm` naming what it destroys."""
+
+    status_code = 409
+    code = "confirmation_required"
+
+
 class InvalidInputError(AppError):
     status_code = 422
     code = "validation_error"

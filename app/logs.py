@@ -19,11 +19,14 @@ SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|ur
 # and secret-named query or key=value parameters.
 URI_PASSWORD = re.compile(r"(?<=://)([^/@\s:]*):[^/@\s]*@")
 SECRET_PARAMS = re.compile(
-    r"\b([\w-]*(?:pass(?:word)?|secret|token|api[_-]?key)[\w-]*)=[^&\s\"']+", re.IGNORECASE)
+    r"\b([\w-]*(?:pass(?:word)?|secret|token|api[_-]?key|upload_id|sig|signature)[\w-]*)"
+    r"=[^&\s\"']+", re.IGNORECASE)
 # Loggers that uvicorn may have given handlers of their own (plain text) before we run.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 # At debug level these write whole commands and requests (user documents, signed headers).
 PAYLOAD_LOGGERS = ("pymongo", "botocore", "aiobotocore", "s3transfer", "urllib3")
+# At info level these write every request URL (GCS resumable sessions, SAS queries).
+URL_LOGGERS = ("httpx", "httpcore", "azure", "asyncssh")
 
 
 def _scrub(text: str) -> str:
@@ -71,6 +74,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     root.setLevel(numeric)
     for name in PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     for name in UVICORN_LOGGERS:
         # Their own handlers would print plain text; the root handler renders them.
         named = logging.getLogger(name)

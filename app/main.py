@@ -7,14 +7,21 @@ import structlog
 from fastapi import FastAPI
 
 from app.api import audit as audit_api
-from app.api import auth, backups, jobs, schedules, system
+from app.api import auth, backups, jobs, managed_sources, schedules, system
+from app.api import catalog as catalog_api
+from app.api import drills as drills_api
+from app.api import pitr as pitr_api
+from app.api import sources as sources_api
+from app.api import verifications as verifications_api
 from app.api.audit_trail import AuditTrail
 from app.api.limits import RequestLimits
 from app.api.openapi import document_errors
 from app.config import Settings, get_settings
+from app.console.routes import install_console
 from app.errors import install_error_handlers
 from app.runtime import open_runtime
 from app.scheduler.service import ScheduleService
+from app.services.pitr.archiver import start_archivers
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with open_runtime(settings, bootstrap_admin=True) as runtime:
             app.state.mongo = runtime.mongo
             app.state.runner = runtime.runner
+            # Before anything starts: a PITR source that is not a PostgreSQL one stops here.
+            app.state.pitr = start_archivers(settings, runtime.runner)
             runtime.runner.start()
             app.state.schedules = ScheduleService(runtime.runner)
             await app.state.schedules.start()
@@ -36,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 await app.state.schedules.stop()
+                await app.state.pitr.stop()
 
     app = FastAPI(
         title="Backvault",
@@ -48,8 +58,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     routers = [system.router, auth.router, jobs.router, backups.router, schedules.router,
                audit_api.router]
+    routers.append(catalog_api.router)
+    routers.append(verifications_api.router)
+    routers.append(drills_api.router)
+    routers.append(managed_sources.router)
+    routers.append(pitr_api.router)
+    routers.append(sources_api.router)
     for router in routers:
         app.include_router(router)
+    install_console(app)
     app.add_middleware(RequestLimits, settings=settings)
     # Added last, so outermost: it also records requests other middlewares refuse.
     app.add_middleware(AuditTrail)

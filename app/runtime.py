@@ -9,6 +9,7 @@ import structlog
 from app.config import Settings
 from app.logs import configure_logging
 from app.services.access.auth import bootstrap_superadmin
+from app.services.catalog import managed_sources
 from app.services.catalog.db import MongoClient, open_catalog
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
@@ -37,6 +38,7 @@ async def open_runtime(settings: Settings, *, runs_own_jobs: bool = False,
     configure_logging(settings.system.log_level)
     mongo = await open_catalog(settings)
     try:
+        await managed_sources.refresh(settings)
         targets = targets_from_settings(settings)
         await targets.prepare()
         runner = JobRunner(settings, targets.default, JOB_HANDLERS,

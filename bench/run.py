@@ -21,6 +21,8 @@ import pyrage
 from app.config import DEFAULT_LEVEL, CompressionAlgorithm
 from app.services.databases.postgres.source import Connection
 from bench.generate import generate_mongo, generate_postgres
+from bench.sftp_row import sftp_row
+from bench.storage_kinds import storage_kind_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -185,6 +187,9 @@ def main() -> None:
         "BACKUP_ENCRYPTION__RECIPIENTS": json.dumps([str(key.to_public())]),
         "BACKUP_LIMITS__MAX_SIZE_MB": str(int(gb * 1024 * 2) + 1024),
         "BACKUP_SYSTEM__LOG_LEVEL": "warning",
+        # The rows time the backup against pg_dump; the read-back after it is a second pass
+        # (`verify` rows would time it on their own).
+        "BACKUP_VERIFICATION__AFTER_BACKUP": "false",
     })
     s3_env = {**base_env, "BACKUP_STORAGE__BACKEND": "s3", "BACKUP_STORAGE__S3_BUCKET": "bench",
               "BACKUP_STORAGE__S3_ENDPOINT_URL": S3_ENDPOINT,
@@ -224,6 +229,8 @@ def main() -> None:
         rows.append(local)
         rows.append(backvault(s3_env, "bench-pg", "backvault_pg_s3",
                               f"zstd {level} + age + SHA-256 to MinIO, multipart"))
+        rows.append(sftp_row(backvault, base_env, level))
+        rows += storage_kind_rows(backvault, base_env, level)
         archive = work / "mongo.archive"
         wall, rss, _ = measure([str(TOOLS / "mongodump"), f"--uri={MONGO_URI}{mongo_db}",
                                 f"--archive={archive}", "--quiet"])
@@ -232,6 +239,8 @@ def main() -> None:
         archive.unlink()
         rows.append(backvault(base_env, "bench-mongo", "backvault_mongo_local",
                               f"own archive writer + zstd {level} + age to local disk"))
+        from bench.restore import restore_rows  # here: bench.restore imports this module
+        rows += restore_rows(base_env, s3_env, key, pg_env, pg_args, mongo_db, work)
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     report(rows, gb, pg_size, mongo_mb, ratios)

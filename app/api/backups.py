@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 from beanie import PydanticObjectId
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import (
@@ -15,6 +15,7 @@ from app.api.deps import (
     TargetsDep,
 )
 from app.config import ContentType, public_view
+from app.errors import InvalidInputError, PermissionDeniedError
 from app.models.backup import BackupExportRequest, BackupFilter, BackupOut
 from app.models.common import Page, utcnow
 from app.models.content import (
@@ -25,15 +26,19 @@ from app.models.content import (
     FullBackupCreate,
     ItemStatus,
 )
+from app.models.dashboard import BackupsStatus, Dashboard
+from app.models.doctor import DeepHealthReport
 from app.models.job import BackupJob, JobOut
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
 from app.models.schedule import ScheduleStatus
-from app.models.stats import BackupStats, HealthReport
+from app.models.stats import BackupStats, HealthReport, HealthStatus
 from app.models.storage import StoredFile
+from app.models.user import Role
 from app.scheduler import schedules
 from app.services.artifacts.read import require_artifact
+from app.services.catalog import dashboard, downloads, stats, trash
 from app.services.catalog import queries as catalog
-from app.services.catalog import stats, trash
+from app.services.catalog import status as live_status
 from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
 from app.services.content import backup as content_backups
 from app.services.content import restore as content_restore
@@ -43,6 +48,9 @@ from app.services.databases import restore as restores
 from app.services.databases.restore import RestorePlan
 from app.services.jobs import submit
 from app.services.jobs.runner import JobRunner
+from app.services.ops import doctor
+from app.services.ops.space import space_issues
+from app.services.storage.base import StorageError, check_prefix
 
 router = APIRouter(prefix="/api/backups", tags=["backups"])
 
@@ -60,10 +68,38 @@ async def backup_stats(_: CurrentUser) -> BackupStats:
     return await stats.backup_stats()
 
 
-@router.get("/health", response_model=HealthReport)
-async def backup_health(settings: SettingsDep, _: CurrentUser) -> HealthReport:
-    """Per source: critical without a good backup in 24 h, warning on >3 failures in 7 days."""
-    return await stats.backup_health(settings)
+@router.get("/status", response_model=BackupsStatus)
+async def backups_status(request: Request, settings: SettingsDep,
+                         _: CurrentUser) -> BackupsStatus:
+    """The scheduler's state, active jobs with progress, rate and ETA, the concurrency limit,
+    and for database and content backups: enabled, last backup, totals, failures."""
+    running = live_status.scheduler_running(request.app.state)
+    return await live_status.backups_status(settings, running)
+
+
+@router.get("/dashboard", response_model=Dashboard)
+async def backups_dashboard(settings: SettingsDep, _: CurrentUser) -> Dashboard:
+    """Recent backups and who started them, 30-day totals, storage per source and target,
+    what retention removes next, per-day counts, storage over time, next runs, health."""
+    return await dashboard.dashboard(settings)
+
+
+@router.get("/health", response_model=HealthReport | DeepHealthReport)
+async def backup_health(settings: SettingsDep, user: CurrentUser, targets: TargetsDep,
+                        deep: Annotated[bool, Query(description="also probe storage, space, "
+                                                    "sources, endpoints, the catalog and "
+                                                    "notification URLs (admin)")] = False
+                        ) -> HealthReport | DeepHealthReport:
+    """Per source: critical without a good backup in 24 h, warning on >3 failures in 7 days;
+    low free space is a warning. `deep=true` (admin) runs every deep check too."""
+    if deep and not user.role.allows(Role.admin):
+        raise PermissionDeniedError("A deep health check needs the admin role",
+                                    {"required": Role.admin.value, "role": user.role.value})
+    report = await stats.backup_health(settings)
+    if deep:
+        return await doctor.deep_health(settings, targets, report)
+    low = await space_issues(settings)
+    return doctor.with_issues(report, low, HealthStatus.warning if low else report.status)
 
 
 @router.get("/config")
@@ -127,6 +163,12 @@ async def stored_files(targets: TargetsDep, _: CurrentUser,
                                                       "default target")] = None,
                        ) -> list[StoredFile]:
     """Objects on one storage target, by key."""
+    try:
+        check_prefix(prefix)
+    except StorageError as exc:
+        raise InvalidInputError(exc.message, [{"field": "prefix", "message": "a relative "
+                                               "key prefix (no leading /, no . or ..)"}]
+                                ) from None
     storage = targets.named(target)
     name = target or targets.default_name
     files = []
@@ -152,6 +194,37 @@ async def export_metadata(body: BackupExportRequest, _: AdminUser) -> StreamingR
 async def get_backup(backup_id: PydanticObjectId, _: CurrentUser) -> BackupOut:
     """One backup."""
     return BackupOut.model_validate(await catalog.get_backup(backup_id))
+
+
+def _download(found: downloads.StoredObject, media_type: str) -> StreamingResponse:
+    return StreamingResponse(found.chunks(), media_type=media_type, headers={
+        "Content-Length": str(found.info.size),
+        "Content-Disposition": f'attachment; filename="{found.filename}"',
+        "X-Backvault-Target": found.target})
+
+
+@router.get("/{backup_id}/manifest", response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {}}}})
+async def download_manifest(backup_id: PydanticObjectId, targets: TargetsDep,
+                            _: CurrentUser) -> StreamingResponse:
+    """The manifest stored beside the artifact, as stored: contents, checksums, recipients
+    (public keys) and the stock-tool restore command. No secrets, so viewers may read it."""
+    backup = await catalog.get_backup(backup_id)
+    return _download(await downloads.manifest_of(targets, backup), "application/json")
+
+
+@router.get("/{backup_id}/artifact", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def download_artifact(backup_id: PydanticObjectId, targets: TargetsDep,
+                            _: AdminUser) -> StreamingResponse:
+    """The stored artifact, byte for byte (still compressed and encrypted), from its target
+    or else a copy (admin); restore it with the manifest's stock-tool command."""
+    backup = await catalog.get_backup(backup_id)
+    found = await downloads.artifact_of(targets, backup)
+    response = _download(found, "application/octet-stream")
+    if backup.sha256:
+        response.headers["X-Backvault-SHA256"] = backup.sha256
+    return response
 
 
 @router.delete("/{backup_id}", response_model=BackupOut)

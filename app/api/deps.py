@@ -7,6 +7,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from app.config import Settings
+from app.console.session import SAFE_METHODS, cookie_token, csrf_ok
 from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
 from app.services.access.auth import decode_token, user_for_claims
@@ -24,10 +25,26 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def current_user(request: Request, settings: SettingsDep,
-                       token: Annotated[str | None, Depends(bearer)]) -> User:
+class CsrfError(PermissionDeniedError):
+    code = "csrf_failed"
+
+
+def request_token(request: Request, settings: Settings, bearer_token: str | None) -> str:
+    """The bearer token, else the console's session cookie; a state-changing request
+    authenticated by the cookie must echo the session's CSRF token (403 otherwise)."""
+    if bearer_token:
+        return bearer_token
+    token = cookie_token(request.headers)
     if not token:
         raise AuthenticationError("Not authenticated")
+    if request.method not in SAFE_METHODS and not csrf_ok(request.headers, token, settings):
+        raise CsrfError("Missing or invalid CSRF token (send the X-CSRF-Token header)")
+    return token
+
+
+async def current_user(request: Request, settings: SettingsDep,
+                       token: Annotated[str | None, Depends(bearer)]) -> User:
+    token = request_token(request, settings, token)
     user = await user_for_claims(decode_token(token, settings))
     # The audit trail reads who made the request from here.
     request.state.user = user

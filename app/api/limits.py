@@ -12,6 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
+from app.console.session import cookie_token
 from app.errors import AuthenticationError, error_body
 from app.services.access.auth import decode_token
 
@@ -121,13 +122,15 @@ class RequestLimits:
         return f"Request body is larger than {self.settings.http.max_body_bytes} bytes"
 
     def _check_token(self, scope: Scope, headers: Headers) -> None:
-        """Bodies for /api need a valid token first (signature and expiry, no catalog)."""
+        """Bodies for /api need a valid token (bearer or session cookie) first: signature and
+        expiry, no catalog."""
         path: str = scope["path"]
         if not (path == "/api" or path.startswith("/api/")):
             return
         if (scope["method"], path.rstrip("/")) in OPEN_BODY_ROUTES:
             return
-        token = _bearer(headers)
+        # The console's session cookie counts too; its CSRF check comes with the route.
+        token = _bearer(headers) or cookie_token(headers)
         try:
             if token is None:
                 raise AuthenticationError("Not authenticated")

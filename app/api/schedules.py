@@ -1,11 +1,17 @@
 """Schedules: what runs when (edits apply on every replica without a restart)."""
 
+from datetime import UTC, datetime
+from typing import Annotated
+
 from beanie import PydanticObjectId
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 
 from app.api.deps import AdminUser, CurrentUser, SettingsDep
+from app.errors import InvalidInputError
+from app.models.common import ApiSchema
 from app.models.schedule import ScheduleCreate, ScheduleOut, ScheduleUpdate
 from app.scheduler import schedules
+from app.scheduler.cron import checked_trigger
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
@@ -21,6 +27,38 @@ async def create_schedule(body: ScheduleCreate, settings: SettingsDep,
                           _: AdminUser) -> ScheduleOut:
     """Add a schedule (admin)."""
     return ScheduleOut.model_validate(await schedules.create_schedule(settings, body))
+
+
+class CronPreview(ApiSchema):
+    cron: str
+    timezone: str
+    next_runs: list[datetime]
+
+
+@router.get("/preview", response_model=CronPreview)
+async def preview_cron(
+        settings: SettingsDep, _: CurrentUser,
+        cron: Annotated[str, Query(min_length=1, max_length=100)],
+        timezone: Annotated[str, Query(min_length=1, max_length=64)] = "UTC",
+        count: Annotated[int, Query(ge=1, le=20)] = 5) -> CronPreview:
+    """Check a crontab as a schedule would be checked and give its next fire times; 422
+    names what is wrong."""
+    try:
+        trigger = checked_trigger(cron, timezone,
+                                  allow_sub_minute=settings.schedules.allow_sub_minute)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), {"cron": cron, "timezone": timezone}) from exc
+    runs: list[datetime] = []
+    previous: datetime | None = None
+    now = datetime.now(UTC)
+    while len(runs) < count:
+        fire = trigger.get_next_fire_time(previous, previous or now)
+        if fire is None:
+            break
+        runs.append(fire)
+        # The next search starts just after this fire.
+        previous = fire
+    return CronPreview(cron=cron.strip(), timezone=timezone, next_runs=runs)
 
 
 @router.get("/{schedule_id}", response_model=ScheduleOut)

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.openapi import ErrorBody
 from app.models.common import ApiSchema
+from app.services.ops.metrics import catalog_metrics
 from app.services.ops.readiness import NotReadyError, readiness
 
 router = APIRouter(tags=["system"])
@@ -48,5 +49,8 @@ async def readyz(request: Request) -> ReadyOut:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """Process metrics, then the catalog's `backvault_*` series (at most 10 s old)."""
+    state = request.app.state
+    catalog = await catalog_metrics(state.settings, state.runner.targets)
+    return Response(generate_latest() + catalog, media_type=CONTENT_TYPE_LATEST)

@@ -2,6 +2,8 @@
 storage as the service."""
 
 from app.cli import admin, backups  # noqa: F401  (their commands register on `app`)
+from app.cli import catalog as _catalog  # noqa: F401  (catalog rebuild, doctor)
+from app.cli import pitr as _pitr  # noqa: F401  (wal-fetch, pitr window/basebackup)
 from app.cli.common import app
 
 

@@ -9,6 +9,13 @@ from app.config.common import (
     SourceName,
     TimeZoneName,
 )
+from app.config.pitr import PitrSettings
+from app.config.recoverability import (
+    DrillSettings,
+    DrillSourceSettings,
+    SourceCheck,
+    VerificationSettings,
+)
 from app.config.service import (
     AuditSettings,
     AuthSettings,
@@ -62,6 +69,8 @@ __all__ = [
     "ContentType",
     "Crontab",
     "DEFAULT_LEVEL",
+    "DrillSettings",
+    "DrillSourceSettings",
     "EncryptionSettings",
     "Environment",
     "Group",
@@ -70,10 +79,12 @@ __all__ = [
     "LoginSettings",
     "NotificationSettings",
     "PLACEHOLDER",
+    "PitrSettings",
     "RetentionSettings",
     "S3Fields",
     "ScheduleSettings",
     "Settings",
+    "SourceCheck",
     "SourceKind",
     "SourceName",
     "SourceSettings",
@@ -84,6 +95,7 @@ __all__ = [
     "TargetName",
     "TimeZoneName",
     "ToolSettings",
+    "VerificationSettings",
     "get_settings",
     "is_placeholder",
     "public_view",

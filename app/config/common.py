@@ -3,6 +3,7 @@
 import zoneinfo
 from enum import StrEnum
 from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +23,26 @@ class Environment(StrEnum):
 
 class Group(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def without_userinfo(url: str) -> str:
+    """A URL as it may be shown: a `user:password@` part (sent as basic auth) dropped."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def host_port(uri: str) -> tuple[str | None, int | None]:
+    """The first host of a URI and its port; the user-info part is never read."""
+    hosts = urlsplit(uri).netloc.rpartition("@")[2]
+    first = unquote(hosts.split(",")[0])
+    if first.startswith("["):  # an IPv6 literal
+        host, _, rest = first[1:].partition("]")
+        port = rest.lstrip(":")
+    else:
+        host, _, port = first.partition(":")
+    return (host or None), (int(port) if port.isdigit() else None)
 
 
 def empty_as_none(value: Any) -> Any:

@@ -13,7 +13,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.config.common import Environment
+from app.config.common import Environment, without_userinfo
+from app.config.managed import SourceStoreSettings, managed_sources
+from app.config.pitr import PitrSettings
+from app.config.recoverability import DrillSettings, VerificationSettings
 from app.config.service import (
     AuditSettings,
     AuthSettings,
@@ -53,6 +56,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # A validation error must not print the input: it holds URIs, keys and tokens.
+        hide_input_in_errors=True,
     )
 
     system: SystemSettings = SystemSettings()
@@ -71,6 +76,10 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     login: LoginSettings = LoginSettings()
     audit: AuditSettings = AuditSettings()
+    pitr: PitrSettings = PitrSettings()
+    source_store: SourceStoreSettings = SourceStoreSettings()
+    verification: VerificationSettings = VerificationSettings()
+    drills: DrillSettings = DrillSettings()
 
     @model_validator(mode="after")
     def _checks(self) -> "Settings":
@@ -107,6 +116,7 @@ class Settings(BaseSettings):
         for target in self.storage.targets:
             named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_access_key"] = target.s3_access_key
             named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_secret_key"] = target.s3_secret_key
+            named[f"BACKUP_STORAGE__TARGETS ({target.name}) sftp_password"] = target.sftp_password
         bad = [name for name, value in named.items() if is_placeholder(value)]
         if len(self.auth.jwt_secret.get_secret_value()) < 32:
             bad.append("BACKUP_AUTH__JWT_SECRET (needs at least 32 characters)")
@@ -117,14 +127,22 @@ class Settings(BaseSettings):
             )
 
     def all_sources(self) -> list[SourceSettings]:
-        """Configured sources plus the service's own catalog database."""
+        """Configured sources, the service's own catalog database, then the sources added
+        at runtime (an environment name always wins)."""
         sources = list(self.sources)
         if self.catalog.source_name:
             sources.append(SourceSettings(
                 name=self.catalog.source_name, kind=SourceKind("mongodb"),
                 uri=self.catalog.mongo_uri, database=self.catalog.database,
             ))
+        taken = {s.name for s in sources} | {s.name for s in self.content.sources}
+        sources.extend(s for s in managed_sources(self.catalog.database) if s.name not in taken)
         return sources
+
+    def environment_source_names(self) -> set[str]:
+        """Sources that come from the environment (read-only at runtime)."""
+        names = {s.name for s in self.sources} | {s.name for s in self.content.sources}
+        return names | ({self.catalog.source_name} if self.catalog.source_name else set())
 
     def enabled_database_sources(self) -> list[str]:
         """What "every database source" means: the enabled ones, the catalog included."""
@@ -154,6 +172,8 @@ def public_view(value: Any) -> Any:
         return {name: public_view(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, list):
         return [public_view(v) for v in value]
-    if isinstance(value, Path | HttpUrl):
+    if isinstance(value, HttpUrl):
+        return without_userinfo(str(value))
+    if isinstance(value, Path):
         return str(value)
     return value

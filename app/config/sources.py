@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.config.common import Group, SourceName, empty_as_none
+from app.config.common import Group, SourceName, empty_as_none, host_port
 from app.services.databases.registry import facts_of, kind_facts
 
 if TYPE_CHECKING:
@@ -46,6 +46,11 @@ class SourceSettings(Group):
             raise ValueError(f"source {self.name!r}: a {self.kind} URI must start with "
                              f"{' or '.join(sorted(s + '://' for s in allowed))}")
         return self
+
+    def server(self) -> str | None:
+        """host[:port] of the source's server, never its credentials."""
+        host, port = host_port(self.uri.get_secret_value())
+        return None if host is None else f"{host}:{port}" if port else host
 
     def database_name(self) -> str:
         """The database to back up: explicit, else the URI's path."""

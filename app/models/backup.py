@@ -170,6 +170,9 @@ class Backup(Document):
     # The database the artifact holds (a restore's default target). A pre-restore safety
     # backup names the database it copied, which may not be its source's own.
     database: str | None = None
+    # host[:port] of the server the dump came from (never credentials): a drill restores
+    # onto the source's server only while the source still points there.
+    server: str | None = None
     # Set on a pre-restore safety backup: the backup whose restore it preceded. Safety
     # backups never count as their source's backups for retention.
     safety_for: PydanticObjectId | None = None
@@ -229,6 +232,7 @@ class BackupOut(ApiSchema):
     error: str | None
     deleting_since: datetime | None = None
     deletion_reason: str | None = None
+    server: str | None = None
     database: str | None = None
     safety_for: PydanticObjectId | None = None
     deleted_at: datetime | None = None

@@ -21,12 +21,21 @@ class JobKind(StrEnum):
     stats_report = "stats_report"
     health_check = "health_check"
     content_import = "content_import"
+    restore_drill = "restore_drill"
+    reverify = "reverify"
+    catalog_rebuild = "catalog_rebuild"
+    pitr_basebackup = "pitr_basebackup"
+    pitr_restore = "pitr_restore"
+    pitr_verify = "pitr_verify"
 
 
 # Rerun when interrupted: these either write a new backup or only read. A restore
 # changes a live database, so it is never repeated behind an operator's back.
 RETRYABLE_KINDS = frozenset({JobKind.database, JobKind.content, JobKind.full, JobKind.verify,
-                             JobKind.cleanup, JobKind.stats_report, JobKind.health_check})
+                             JobKind.cleanup, JobKind.stats_report, JobKind.health_check,
+                             JobKind.catalog_rebuild})
+# PITR: a base backup writes a new backup, a verify reads (its drill uses a new folder).
+RETRYABLE_KINDS |= {JobKind.pitr_basebackup, JobKind.pitr_verify}
 
 
 class JobTrigger(StrEnum):

@@ -10,6 +10,7 @@ from app.models.backup import BackupType, Notes, RetentionDays
 from app.models.content import ContentBackupCreate, ContentImportRequest
 from app.models.job import BackupJob, JobKind
 from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.models.wal import PitrRestoreRequest
 
 
 class JobParams(BaseModel):
@@ -68,6 +69,36 @@ class ContentImportParams(ContentImportRequest, JobParams):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class PitrBaseBackupParams(JobParams):
+    source: str = Field(min_length=1, max_length=63)
+    backup_type: BackupType = BackupType.manual
+
+
+class PitrRestoreParams(PitrRestoreRequest, JobParams):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    source: str = Field(min_length=1, max_length=63)
+
+
+class PitrVerifyParams(JobParams):
+    source: str = Field(min_length=1, max_length=63)
+    drill: bool = True
+
+
+class CatalogRebuildParams(JobParams):
+    dry_run: bool = False
+
+
+class DrillParams(JobParams):
+    """restore_drill: one source, or every source with a backup when None."""
+
+    source: str | None = Field(default=None, min_length=1, max_length=63)
+
+
+class ReverifyParams(JobParams):
+    """reverify: the rolling re-verification; only a schedule's fire time."""
+
+
 PARAMS_OF_KIND: dict[JobKind, type[JobParams]] = {
     JobKind.database: DatabaseParams,
     JobKind.content: ContentParams,
@@ -78,6 +109,12 @@ PARAMS_OF_KIND: dict[JobKind, type[JobParams]] = {
     JobKind.stats_report: ReportParams,
     JobKind.health_check: ReportParams,
     JobKind.content_import: ContentImportParams,
+    JobKind.restore_drill: DrillParams,
+    JobKind.reverify: ReverifyParams,
+    JobKind.catalog_rebuild: CatalogRebuildParams,
+    JobKind.pitr_basebackup: PitrBaseBackupParams,
+    JobKind.pitr_restore: PitrRestoreParams,
+    JobKind.pitr_verify: PitrVerifyParams,
 }
 
 P = TypeVar("P", bound=JobParams)

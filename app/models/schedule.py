@@ -56,6 +56,8 @@ class ScheduleKind(StrEnum):
     cleanup = "cleanup"
     stats_report = "stats_report"
     health_check = "health_check"
+    restore_drill = "restore_drill"
+    reverify = "reverify"
 
 
 class Schedule(Document):

@@ -70,6 +70,11 @@ class BackupStats(ApiSchema):
     backups_last_24_hours: int
     backups_last_7_days: int
     average_duration_seconds: float | None
+    compression_usage: dict[str, int] = Field(
+        default={}, description="good backups per compression algorithm (zstd, gzip, none)")
+    total_stored_bytes: int = Field(default=0, description="bytes of the good backups' "
+                                                           "stored objects")
+    average_stored_bytes: float | None = None
 
 
 class HealthStatus(StrEnum):

@@ -18,8 +18,10 @@ from app.models.job_params import (
     CleanupParams,
     ContentParams,
     DatabaseParams,
+    DrillParams,
     JobParams,
     ReportParams,
+    ReverifyParams,
 )
 from app.models.requests import DatabaseBackupCreate
 from app.models.schedule import (
@@ -41,8 +43,10 @@ from app.scheduler.cron import checked_trigger, crontab_trigger
 from app.services.access.auth import system_user_id
 from app.services.databases.backup import check_copy_targets
 from app.services.jobs.runner import JobRunner
+from app.services.recoverability.drills import check_drill_schedule
 
 log = structlog.get_logger(__name__)
+LEGACY_SEEDED = ("daily", "weekly", "monthly", "cleanup", "stats-report", "health-check")
 SEEDED_MARKER = "schedules-seeded"
 # Enumerating fires of a fine-grained schedule over a long outage stops here.
 MAX_OVERDUE = 10_000
@@ -52,6 +56,8 @@ JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.content: Jo
                ScheduleKind.cleanup: JobKind.cleanup,
                ScheduleKind.stats_report: JobKind.stats_report,
                ScheduleKind.health_check: JobKind.health_check}
+JOB_OF_KIND[ScheduleKind.restore_drill] = JobKind.restore_drill
+JOB_OF_KIND[ScheduleKind.reverify] = JobKind.reverify
 
 
 def default_schedules(settings: Settings) -> list[Schedule]:
@@ -72,28 +78,46 @@ def default_schedules(settings: Settings) -> list[Schedule]:
                  timezone=tz, description="Weekly stats report"),
         Schedule(name="health-check", kind=ScheduleKind.health_check, cron=s.health_check,
                  timezone=tz, description="Monthly health check"),
+        Schedule(name="restore-drill", kind=ScheduleKind.restore_drill,
+                 cron=settings.drills.schedule, timezone=tz,
+                 enabled=settings.drills.enabled,
+                 description="Restore drills of every source (RTO)"),
+        Schedule(name="reverify", kind=ScheduleKind.reverify,
+                 cron=settings.verification.schedule, timezone=tz,
+                 description="Rolling re-verification of kept backups"),
     ]
 
 
 async def seed_schedules(settings: Settings) -> int:
-    """Create the default schedules once per catalog; returns how many this call made.
+    """Create each default schedule once per catalog; returns how many this call made.
 
-    A marker records that seeding happened, so deleted defaults stay deleted.
+    A marker lists the defaults already seeded, so deleted ones stay deleted and a default
+    added by a later version is still created once on an existing catalog.
     """
     markers = Schedule.get_pymongo_collection().database["service_markers"]
-    if await markers.find_one({"_id": SEEDED_MARKER}):
-        return 0
-    created = 0
+    marker = await markers.find_one({"_id": SEEDED_MARKER})
+    # A marker from before the list seeded the first six defaults.
+    done = set(marker.get("names", LEGACY_SEEDED)) if marker else set()
+    created, names = 0, []
     for schedule in default_schedules(settings):
+        if schedule.name in done:
+            continue
+        names.append(schedule.name)
         try:
             await schedule.insert()
             created += 1
         except DuplicateKeyError:
             pass  # another replica seeded it first
-    try:
-        await markers.insert_one({"_id": SEEDED_MARKER, "at": utcnow()})
-    except DuplicateKeyError:
-        pass
+    if names or marker is None or "names" not in marker:
+        listed = [*(LEGACY_SEEDED if marker and "names" not in marker else ()), *names]
+        try:
+            await markers.update_one(
+                {"_id": SEEDED_MARKER},
+                {"$addToSet": {"names": {"$each": listed}}, "$setOnInsert": {"at": utcnow()}},
+                upsert=True)
+        except DuplicateKeyError:  # two replicas upserted at once: add to the one that won
+            await markers.update_one({"_id": SEEDED_MARKER},
+                                     {"$addToSet": {"names": {"$each": listed}}})
     if created:
         log.info("default schedules created", count=created)
     return created
@@ -110,6 +134,8 @@ def _check_copy_targets(settings: Settings, kind: ScheduleKind, names: list[str]
 
 def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
                    retention_days: int | None, copy_targets: list[str]) -> None:
+    if kind is ScheduleKind.restore_drill:
+        return check_drill_schedule(settings, sources, retention_days, copy_targets)
     if kind not in BACKUP_KINDS:
         bad = [f for f, v in (("sources", sources), ("retentionDays", retention_days)) if v]
         if bad:
@@ -279,7 +305,10 @@ async def record_missed(schedule: Schedule, missed: list[datetime], replica: str
                 first=missed[0].isoformat(), last=missed[-1].isoformat())
 
 
-def _targets(settings: Settings, schedule: Schedule) -> list[str | None]:
+def schedule_targets(settings: Settings, schedule: Schedule) -> list[str | None]:
+    """The sources one fire runs a job for (None: one job not tied to a source)."""
+    if schedule.kind is ScheduleKind.restore_drill:
+        return list(schedule.sources) or [None]
     if schedule.kind not in BACKUP_KINDS:
         return [None]
     if schedule.sources:
@@ -306,6 +335,10 @@ def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobPa
                                  notes=notes))
     if schedule.kind is ScheduleKind.cleanup:
         return CleanupParams(fire_time=fire.fire_time)
+    if schedule.kind is ScheduleKind.restore_drill:
+        return DrillParams(fire_time=fire.fire_time, source=source)
+    if schedule.kind is ScheduleKind.reverify:
+        return ReverifyParams(fire_time=fire.fire_time)
     return ReportParams(fire_time=fire.fire_time)
 
 
@@ -316,7 +349,7 @@ async def dispatch(runner: JobRunner, schedule: Schedule, fire: ScheduleFire) ->
     done = {job.source: job async for job in BackupJob.find({"fireId": fire.id})}
     author = await system_user_id()
     jobs = list(done.values())
-    for source in _targets(runner.settings, schedule):
+    for source in schedule_targets(runner.settings, schedule):
         if source in done:
             continue
         jobs.append(await runner.submit(

@@ -17,6 +17,7 @@ from beanie import PydanticObjectId
 from app.models.common import utcnow
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, StoredSchedule
 from app.scheduler import schedules
+from app.services.catalog import managed_sources
 from app.services.jobs import recovery
 from app.services.jobs.runner import JobRunner
 
@@ -132,6 +133,8 @@ class ScheduleService:
         self.errors = errors
 
     async def reload_and_redispatch(self) -> None:
+        # Sources added at runtime on another replica join here, before the fires use them.
+        await managed_sources.refresh(self.settings)
         await self.reload()
         await self.redispatch_stalled()
 

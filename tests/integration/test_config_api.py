@@ -39,7 +39,8 @@ async def test_config_has_every_group_and_no_secret(app: FastAPI, settings: Sett
     body = response.json()
     assert set(body) == {"system", "catalog", "sources", "tools", "storage", "compression",
                          "encryption", "schedules", "retention", "limits", "content",
-                         "notifications", "auth", "http", "login", "audit"}
+                         "notifications", "auth", "http", "login", "audit", "verification",
+                         "drills", "pitr", "source_store"}
     assert [s["name"] for s in body["sources"]] == ["app-pg", "app-mongo", "catalog"]
     assert {s["uri"] for s in body["sources"]} == {"<redacted>"}
     assert body["storage"]["s3_secret_key"] == "<redacted>"

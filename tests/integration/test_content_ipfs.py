@@ -114,6 +114,10 @@ async def test_ipfs_backup_loss_and_import(client: httpx.AsyncClient, admin: Acc
     assert job["result"]["failedItems"] == 0
     assert job["result"]["new"] == 6  # two items name one CID: fetched once, both new
     backup_id = job["result"]["backupId"]
+    # Verified right after it completed, like a database backup.
+    history = (await client.get(f"/api/backups/{backup_id}/verifications",
+                                headers=admin.headers)).json()
+    assert [(r["trigger"], r["result"]) for r in history] == [("after_backup", "passed")]
     items = (await client.get(f"/api/backups/{backup_id}/items", headers=admin.headers)).json()
     assert len(items) == 6
     site = next(i for i in items if i["reference"] == cids["site"])

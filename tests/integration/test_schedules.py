@@ -84,12 +84,15 @@ async def test_crud_and_validation(client: httpx.AsyncClient, admin: Account,
     assert (await client.get(path, headers=viewer.headers)).status_code == 404
 
 
+DEFAULTS = ["daily", "weekly", "monthly", "cleanup", "stats-report", "health-check",
+            "restore-drill", "reverify"]
+
+
 async def test_defaults_are_seeded_once(settings: Settings) -> None:
-    await Schedule.find({"name": {"$in": ["daily", "weekly", "monthly", "cleanup",
-                                          "stats-report", "health-check"]}}).delete()
+    await Schedule.find({"name": {"$in": DEFAULTS}}).delete()
     await Schedule.get_pymongo_collection().database["service_markers"].delete_many({})
     counts = await asyncio.gather(*(schedules.seed_schedules(settings) for _ in range(3)))
-    assert sum(counts) == 6  # three replicas at once: each default exactly once
+    assert sum(counts) == len(DEFAULTS)  # three replicas at once: each default exactly once
     seeded = {s.name: s for s in await schedules.list_schedules()}
     assert (seeded["daily"].cron, seeded["daily"].retention_days) == ("0 2 * * *", 7)
     assert (seeded["weekly"].cron, seeded["weekly"].retention_days) == ("0 3 * * 0", 30)
@@ -104,6 +107,20 @@ async def test_defaults_are_seeded_once(settings: Settings) -> None:
     await seeded["daily"].delete()
     assert await schedules.seed_schedules(settings) == 0  # a deleted default stays deleted
     assert await Schedule.find({"name": "daily"}).count() == 0
+
+
+async def test_a_default_added_by_an_upgrade_is_seeded_on_an_existing_catalog(
+        settings: Settings) -> None:
+    # A catalog seeded by a version whose marker had no list, one default deleted since.
+    markers = Schedule.get_pymongo_collection().database["service_markers"]
+    await Schedule.find({"name": {"$in": DEFAULTS}}).delete()
+    await markers.delete_many({})
+    await markers.insert_one({"_id": schedules.SEEDED_MARKER})
+    assert await schedules.seed_schedules(settings) == 2
+    names = {s.name for s in await schedules.list_schedules()}
+    assert {"restore-drill", "reverify"} <= names
+    assert not names & set(schedules.LEGACY_SEEDED)  # deleted ones stay deleted
+    assert await schedules.seed_schedules(settings) == 0
 
 
 async def test_a_fire_runs_once_across_replicas(settings: Settings) -> None:

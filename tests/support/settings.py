@@ -36,6 +36,8 @@ AGE_IDENTITY = pyrage.x25519.Identity.generate()
 AGE_KEY_FILE = WORK / "age-key.txt"
 AGE_KEY_FILE.write_text(f"# test identity\n{AGE_IDENTITY}\n")
 AGE_RECIPIENT = str(AGE_IDENTITY.to_public())
+# Seals the URIs of sources added at runtime.
+SOURCE_STORE_KEY = SecretStr(str(pyrage.x25519.Identity.generate()))
 
 
 def _free_port() -> int:
@@ -76,6 +78,7 @@ def make_settings(**groups: Any) -> Settings:
                     {"name": "mongo", "kind": "mongodb", "uri": MONGO_URI + MONGO_DB}],
         "tools": {"pg_bin_dir": PG_BIN},
         "encryption": {"recipients": [AGE_RECIPIENT], "identity_file": str(AGE_KEY_FILE)},
+        "source_store": {"key": SOURCE_STORE_KEY},
         "content": {"ipfs_gateways": [IPFS_GATEWAY], "kubo_api": IPFS_API, "retries": 1,
                     "gaia_hubs": [GAIA_HUB], "sources": CONTENT_SOURCES},
     }

@@ -104,6 +104,10 @@ def test_every_kind_takes_a_schedule_fire_time(kind: JobKind) -> None:
                             if kind in (JobKind.database, JobKind.content) else {})
     if kind is JobKind.full:
         base = {"sources": [], "contentSources": []}
+    if kind in (JobKind.pitr_basebackup, JobKind.pitr_verify):
+        base = {"source": "pg"}
+    if kind is JobKind.pitr_restore:
+        base = {"source": "pg", "latest": True}
     stored = checked_params(kind, {**base, "fireTime": FIRE})
     assert PARAMS_OF_KIND[kind].model_validate(stored).fire_time is not None
 

@@ -78,3 +78,14 @@ def test_driver_payloads_stay_out_at_debug() -> None:
     finally:
         configure_logging("warning")
     assert [r["logger"] for r in lines(buffer)] == ["apscheduler.scheduler"]
+
+
+def test_request_urls_stay_out_at_info(stream: io.StringIO) -> None:
+    # A GCS resumable session URL is a credential for its upload; a SAS query signs requests.
+    logging.getLogger("httpx").info("HTTP Request: PUT http://gcs/upload?upload_id=SESSION1")
+    logging.getLogger("azure.core.pipeline").info("Request URL: 'https://a/c/b?sig=SAS1'")
+    logging.getLogger("app.x").warning("retrying http://gcs/upload?upload_id=SESSION2&sig=SAS2")
+    text = stream.getvalue()
+    for secret in ("SESSION1", "SAS1", "SESSION2", "SAS2"):
+        assert secret not in text
+    assert [r["logger"] for r in lines(stream)] == ["app.x"]

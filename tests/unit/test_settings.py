@@ -149,3 +149,26 @@ def test_public_view_holds_no_secret() -> None:
     assert view["storage"]["s3_secret_key"] == "<redacted>"
     assert view["storage"]["s3_bucket"] is None
     assert view["schedules"]["daily"] == "0 2 * * *"
+
+
+def test_a_settings_error_never_prints_the_input() -> None:
+    # The input of a bad source or target holds its URI, keys and tokens.
+    with pytest.raises(ValueError, match="needs s3_bucket") as caught:
+        Settings.model_validate({"storage": {"targets": [
+            {"name": "x", "kind": "s3", "s3_secret_key": "S3-SECRET-VALUE"}]}})
+    assert "S3-SECRET-VALUE" not in str(caught.value)
+    with pytest.raises(ValueError, match="URI must start with") as caught:
+        Settings.model_validate({"sources": [
+            {"name": "s", "kind": "postgres", "uri": "mongodb://u:URI-PASSWORD@h/db"}]})
+    assert "URI-PASSWORD" not in str(caught.value)
+
+
+def test_urls_are_shown_without_their_credentials() -> None:
+    # Gateway, Kubo and hub URLs may carry user:password (httpx sends it as basic auth).
+    settings = Settings.model_validate({"content": {
+        "ipfs_gateways": ["http://g:GW-PASSWORD@127.0.0.1:58080"],
+        "kubo_api": "http://k:KUBO-PASSWORD@127.0.0.1:55001"}})
+    shown = str(public_view(settings))
+    assert "GW-PASSWORD" not in shown
+    assert "KUBO-PASSWORD" not in shown
+    assert "http://127.0.0.1:58080/" in shown

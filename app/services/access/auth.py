@@ -2,9 +2,11 @@
 
 import asyncio
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 import jwt
 import structlog
@@ -62,6 +64,8 @@ class TokenClaims:
     user_id: PydanticObjectId
     role: Role
     issued_at: float
+    expires_at: float = 0.0
+    token_id: str | None = None
 
 
 def issue_token(user: User, settings: Settings) -> tuple[str, int]:
@@ -101,7 +105,8 @@ def decode_token(token: str, settings: Settings) -> TokenClaims:
     try:
         # A sub that is no ObjectId raises bson's InvalidId, which is no ValueError.
         return TokenClaims(user_id=PydanticObjectId(claims["sub"]), role=Role(claims["role"]),
-                           issued_at=float(claims["iat"]))
+                           issued_at=float(claims["iat"]), expires_at=float(claims["exp"]),
+                           token_id=str(claims["jti"]) if claims.get("jti") else None)
     except (KeyError, ValueError, TypeError, InvalidId) as exc:
         raise AuthenticationError("Invalid token") from exc
 
@@ -127,12 +132,29 @@ async def authenticate(username: str, password: str) -> User | None:
     return user
 
 
+def _revoked_tokens() -> Any:
+    return User.get_pymongo_collection().database["revoked_tokens"]
+
+
+async def revoke_token(claims: TokenClaims) -> None:
+    """End one token before its expiry (a console sign-out); kept until it would expire."""
+    if claims.token_id is None:
+        return
+    revoked = _revoked_tokens()
+    expires = datetime.fromtimestamp(claims.expires_at, UTC)
+    with suppress(DuplicateKeyError):
+        await revoked.insert_one({"_id": claims.token_id, "expiresAt": expires})
+    await revoked.delete_many({"expiresAt": {"$lt": utcnow()}})
+
+
 async def user_for_claims(claims: TokenClaims) -> User:
     user = await User.get(claims.user_id)
     if user is None or not user.active:
         raise AuthenticationError("User no longer exists or is disabled")
     valid_after = user.tokens_valid_after
     if valid_after is not None and claims.issued_at < valid_after.timestamp():
+        raise AuthenticationError("Token has been revoked")
+    if claims.token_id and await _revoked_tokens().find_one({"_id": claims.token_id}):
         raise AuthenticationError("Token has been revoked")
     return user
 

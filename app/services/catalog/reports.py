@@ -4,6 +4,7 @@ from typing import Any
 
 from app.services.catalog.stats import backup_health, backup_stats
 from app.services.jobs.runner import JobContext
+from app.services.ops.doctor import deep_health
 
 
 async def run_stats_report(ctx: JobContext) -> dict[str, Any]:
@@ -27,6 +28,7 @@ async def run_stats_report(ctx: JobContext) -> dict[str, Any]:
 
 
 async def run_health_check(ctx: JobContext) -> dict[str, Any]:
-    """The `health_check` job handler."""
-    report = await backup_health(ctx.settings)
+    """The `health_check` job handler: the health rules and every deep check (the runner's
+    listener notifies when the status is warning or critical)."""
+    report = await deep_health(ctx.settings, ctx.all_targets, await backup_health(ctx.settings))
     return report.model_dump(mode="json", by_alias=True)

@@ -27,6 +27,7 @@ from app.models.job_params import CleanupParams, params_of
 from app.services.content.located import object_storage
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
+from app.services.pitr.retention import prune_wal
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
@@ -230,6 +231,7 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
         good = sum(map(counts_for_source, backups))
         sources.append(SourceRetention(source=source, good=good, deleted=removed,
                                        good_left=good - gone))
+    errors += await prune_wal(targets, request.source, dry_run=request.dry_run)
     garbage = await unreferenced_content({i.id for i in deleted}, now,
                                          settings.limits.timeout_seconds)
     gone_content = [o.address for o in garbage]

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from beanie import PydanticObjectId, SortDirection
+from beanie import PydanticObjectId
 
 from app.config import Settings
-from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, BackupType
+from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, BackupType, VerificationState
 from app.models.common import utcnow
 from app.models.stats import (
     AdminActivity,
@@ -28,9 +28,11 @@ from app.models.stats import (
     SuccessRate,
 )
 from app.models.user import User
-from app.services.catalog.retention import GOOD_FILTER
+from app.services.artifacts.compress import ALGORITHM_OF_SUFFIX
+from app.services.recoverability.health import drill_issues
 
-PROJECTION = {"status": 1, "type": 1, "sizeMB": 1, "createdAt": 1, "admin": 1, "durationMs": 1}
+PROJECTION = {"status": 1, "type": 1, "sizeMB": 1, "createdAt": 1, "admin": 1, "durationMs": 1,
+              "formatChain": 1, "storedBytes": 1}
 RECENT_ACTIVITY = 10
 FAILURE_WARNING_THRESHOLD = 3
 
@@ -69,6 +71,9 @@ class StatsAccumulator:
     last_7d: int = 0
     duration_total_ms: int = 0
     duration_count: int = 0
+    compression: Counter[str] = field(default_factory=Counter)
+    stored_bytes: int = 0
+    stored_count: int = 0
 
     def add(self, doc: dict[str, Any]) -> None:
         status, kind = doc.get("status"), doc.get("type")
@@ -84,6 +89,8 @@ class StatsAccumulator:
             self.size_count += 1
             self.size_max = size if self.size_max is None else max(self.size_max, size)
             self.size_min = size if self.size_min is None else min(self.size_min, size)
+        if good:
+            self._add_stored(doc)
         if good and isinstance(doc.get("durationMs"), int):
             self.duration_total_ms += doc["durationMs"]
             self.duration_count += 1
@@ -103,6 +110,15 @@ class StatsAccumulator:
         if created is not None and (admin.last is None or created > admin.last):
             admin.last = created
         self._keep_recent(doc, created)
+
+    def _add_stored(self, doc: dict[str, Any]) -> None:
+        chain = doc.get("formatChain") or []
+        if chain:  # a record without a format chain says nothing of its compression
+            self.compression[next((ALGORITHM_OF_SUFFIX[s].value for s in chain
+                                   if s in ALGORITHM_OF_SUFFIX), "none")] += 1
+        if isinstance(doc.get("storedBytes"), int):
+            self.stored_bytes += doc["storedBytes"]
+            self.stored_count += 1
 
     def _keep_recent(self, doc: dict[str, Any], created: datetime | None) -> None:
         if created is None:
@@ -163,6 +179,10 @@ class StatsAccumulator:
             backups_last_7_days=self.last_7d,
             average_duration_seconds=round(self.duration_total_ms / self.duration_count / 1000, 3)
             if self.duration_count else None,
+            compression_usage=dict(sorted(self.compression.items())),
+            total_stored_bytes=self.stored_bytes,
+            average_stored_bytes=round(self.stored_bytes / self.stored_count, 1)
+            if self.stored_count else None,
         )
 
 
@@ -180,16 +200,67 @@ async def backup_stats(now: datetime | None = None) -> BackupStats:
 HEALTH_ORDER = [HealthStatus.healthy, HealthStatus.warning, HealthStatus.critical]
 
 
-async def _source_health(name: str | None, kind: str, now: datetime) -> SourceHealth:
+HEALTH_PROJECTION = {"source": 1, "status": 1, "createdAt": 1, "sizeMB": 1, "deletingSince": 1,
+                     "verification.state": 1, "safetyFor": 1}
+GOOD_VALUES = frozenset(s.value for s in GOOD_STATUSES)
+
+
+def counts_as_good(doc: dict[str, Any]) -> bool:
+    """GOOD_FILTER (retention's rule) applied to a raw catalog document."""
+    return (doc.get("status") in GOOD_VALUES and doc.get("deletingSince") is None
+            and doc.get("safetyFor") is None
+            and (doc.get("verification") or {}).get("state") != VerificationState.failed.value)
+
+
+@dataclass
+class _HealthTally:
+    last_good: datetime | None = None
+    good: int = 0
+    failures: int = 0
+
+
+@dataclass
+class _CatalogTally:
+    sources: dict[str | None, _HealthTally] = field(
+        default_factory=lambda: defaultdict(_HealthTally))
+    used_mb: float = 0.0
+    total: int = 0
+
+
+async def _health_tallies(now: datetime) -> _CatalogTally:
+    """Per source: the newest good backup, good backups, failures in 7 days; and the
+    catalog's size and count. One streamed pass: a wire server that filters by scanning
+    would otherwise scan once per source and figure."""
+    found = _CatalogTally()
+    week_ago = now - timedelta(days=7)
+    async for doc in Backup.get_pymongo_collection().find({}, HEALTH_PROJECTION):
+        status, created = doc.get("status"), doc.get("createdAt")
+        created = _aware(created) if created is not None else None
+        tally = found.sources[doc.get("source")]
+        found.total += status != BackupStatus.deleted.value
+        if status in GOOD_VALUES:
+            found.used_mb += doc.get("sizeMB") or 0.0
+        if counts_as_good(doc):
+            tally.good += 1
+            if created is not None and (tally.last_good is None or created > tally.last_good):
+                tally.last_good = created
+        if status == BackupStatus.failed.value and created is not None and created >= week_ago:
+            tally.failures += 1
+    return found
+
+
+def _overall_tally(tallies: dict[str | None, _HealthTally]) -> _HealthTally:
+    lasts = [t.last_good for t in tallies.values() if t.last_good is not None]
+    return _HealthTally(last_good=max(lasts, default=None),
+                        good=sum(t.good for t in tallies.values()),
+                        failures=sum(t.failures for t in tallies.values()))
+
+
+def _source_health(name: str | None, kind: str, now: datetime,
+                   tally: _HealthTally) -> SourceHealth:
     """The health rules over one source's backups (all backups when `name` is None)."""
-    scope: dict[str, Any] = {} if name is None else {"source": name}
-    good = {**scope, **GOOD_FILTER}
-    latest = await (Backup.find(good).sort([("createdAt", SortDirection.DESCENDING)])
-                    .limit(1).to_list())
-    last_good = _aware(latest[0].created_at) if latest else None
+    last_good, failures = tally.last_good, tally.failures
     has_recent = last_good is not None and last_good >= now - timedelta(hours=24)
-    failures = await Backup.find({**scope, "status": BackupStatus.failed.value,
-                                  "createdAt": {"$gte": now - timedelta(days=7)}}).count()
     issues, status = [], HealthStatus.healthy
     if not has_recent:
         status = HealthStatus.critical
@@ -201,7 +272,7 @@ async def _source_health(name: str | None, kind: str, now: datetime) -> SourceHe
                         has_recent_backup=has_recent, last_successful_backup=last_good,
                         recent_failures=failures,
                         # The overall line (no name) is not shown: no count for it.
-                        good_backups=await Backup.find(good).count() if name else 0)
+                        good_backups=tally.good if name else 0)
 
 
 def configured_sources(settings: Settings) -> list[tuple[str, str]]:
@@ -216,8 +287,10 @@ async def backup_health(settings: Settings | None = None,
     3 failures in 7 days; overall, the worst of them. Without settings (or sources), the
     catalog is judged as one."""
     now = now or utcnow()
-    overall = await _source_health(None, "all", now)
-    sources = [await _source_health(name, kind, now)
+    catalog = await _health_tallies(now)
+    tallies = catalog.sources
+    overall = _source_health(None, "all", now, _overall_tally(tallies))
+    sources = [_source_health(name, kind, now, tallies.get(name) or _HealthTally())
                for name, kind in (configured_sources(settings) if settings else [])]
     if sources:
         status = max((s.status for s in sources), key=HEALTH_ORDER.index)
@@ -225,15 +298,17 @@ async def backup_health(settings: Settings | None = None,
         has_recent = all(s.has_recent_backup for s in sources)
     else:
         status, issues, has_recent = overall.status, overall.issues, overall.has_recent_backup
-    used = 0.0
-    async for doc in Backup.get_pymongo_collection().find(
-            {"status": {"$in": [s.value for s in GOOD_STATUSES]}}, {"sizeMB": 1}):
-        used += doc.get("sizeMB") or 0.0
+    # A source whose last drill failed or missed its RTO target.
+    drill_problems = await drill_issues(
+        [name for name, _ in configured_sources(settings)] if settings else None)
+    if drill_problems:
+        issues = [*issues, *drill_problems]
+        status = max(status, HealthStatus.warning, key=HEALTH_ORDER.index)
+    used = catalog.used_mb
     return HealthReport(
         status=status, issues=issues, has_recent_backup=has_recent,
         last_successful_backup=overall.last_successful_backup,
         recent_failures=overall.recent_failures,
-        total_backups=await Backup.find(
-            {"status": {"$ne": BackupStatus.deleted.value}}).count(),
+        total_backups=catalog.total,
         total_storage_used_mb=round(used, 3), timestamp=now, sources=sources,
     )

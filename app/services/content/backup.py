@@ -30,6 +30,7 @@ from app.services.content.outbound import outbound_for
 from app.services.content.record import new_backup, record_backup
 from app.services.databases.backup import back_up, discard_backup, source_or_error
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
+from app.services.recoverability.verification import verify_after_backup
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
@@ -119,12 +120,13 @@ async def back_up_content(settings: Settings, storage: Targets, progress: Progre
         counts = await record_backup(run.storage, backup, items, run.new_bytes, started)
         log.info("content backup finished", backup_id=str(backup.id), source=source.name,
                  **counts, new_bytes=run.new_bytes)
-        return backup
     except BaseException as exc:
         await _abandon(run, backup, exc)
         raise
     finally:
         await run.outbound.close()
+    await verify_after_backup(settings, targets, backup, progress)
+    return backup
 
 
 async def run_content_backup(ctx: JobContext) -> dict[str, Any]:

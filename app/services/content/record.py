@@ -4,6 +4,7 @@ the Backup record, and the manifest that lists a backup's items."""
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from beanie import PydanticObjectId
 from pymongo.errors import BulkWriteError
@@ -98,11 +99,34 @@ async def new_backup(settings: Settings, targets: StorageTargets, source: Conten
     return backup
 
 
-def manifest_bytes(backup: Backup, items: list[ContentItem], counts: dict[str, int]) -> bytes:
+def object_entry(obj: ContentObject) -> dict[str, Any]:
+    """One stored object as a manifest lists it (what a catalog rebuild recreates)."""
+    entry = obj.model_dump(mode="json", by_alias=True, exclude={"id", "last_used_at"})
+    return {"address": obj.address, **entry}
+
+
+async def referenced_objects(items: list[ContentItem]) -> list[ContentObject]:
+    """The catalog records of every object the items reference, in batches."""
+    addresses = list(dict.fromkeys(a for i in items for a in i.objects))
+    found: list[ContentObject] = []
+    for start in range(0, len(addresses), LOOKUP_BATCH):
+        batch = addresses[start:start + LOOKUP_BATCH]
+        found += await ContentObject.find({"_id": {"$in": batch}}).to_list()
+    return found
+
+
+def manifest_bytes(backup: Backup, items: list[ContentItem], counts: dict[str, int],
+                   objects: list[ContentObject] | None = None) -> bytes:
     """The manifest of a content backup: its items and where their objects live."""
     return json.dumps({
         "manifestVersion": 1, "backupId": str(backup.id), "source": backup.source,
         "kind": "content", "createdAt": backup.created_at.isoformat(), "counts": counts,
+        # What a catalog rebuild needs besides the items (absent from older manifests).
+        "type": backup.type.value, "admin": str(backup.admin) if backup.admin else None,
+        "retentionDays": backup.retention_days, "notes": backup.notes,
+        "options": backup.options,
+        "storageTarget": backup.storage_target or backup.storage_backend,
+        "objects": [object_entry(o) for o in objects or []],
         "note": "Objects live under content/ by address; IPFS objects are CAR files "
                 "(ipfs dag import), Gaia objects the file bytes; each may be zstd-"
                 "compressed and age-encrypted as its suffix says.",
@@ -126,8 +150,9 @@ async def record_backup(storage: Storage, backup: Backup, items: list[ContentIte
     counts = {s.value: sum(i.status is s for i in items) for s in ItemStatus}
     digest = Digest()
     assert backup.storage_key is not None
-    stored = await storage.put(backup.storage_key,
-                               digest.tap(from_bytes(manifest_bytes(backup, items, counts))))
+    objects = await referenced_objects(items)
+    stored = await storage.put(backup.storage_key, digest.tap(from_bytes(
+        manifest_bytes(backup, items, counts, objects))))
     all_failed = bool(items) and counts[ItemStatus.failed.value] == len(items)
     await update_backup(
         backup, only_if={"status": BackupStatus.pending.value},

@@ -41,6 +41,7 @@ from app.services.databases.manifest import (
     plan_artifact,
 )
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
+from app.services.recoverability.verification import verify_after_backup
 from app.services.storage import Storage, StorageTargets, Targets, as_targets
 from app.services.storage.copies import copy_names, copy_to, remove_copies
 
@@ -180,6 +181,8 @@ async def back_up(settings: Settings, storage: Targets, progress: Progress,
     if wanted and safety_for is None:
         progress.set_phase("copying", ", ".join(wanted))
         await make_copies(targets, backup, wanted)
+    if safety_for is None:
+        await verify_after_backup(settings, targets, backup, progress)
     return backup
 
 
@@ -201,7 +204,8 @@ def _pending_backup(settings: Settings, targets: StorageTargets, source: SourceS
                                             exclude={"source", "notes", "retention_days"}),
                     storage_key=plan.key, manifest_key=plan.manifest_key,
                     format_chain=plan.format_chain, encrypted=plan.encrypted,
-                    recipients=plan.recipients, database=database, safety_for=safety_for)
+                    recipients=plan.recipients, database=database, safety_for=safety_for,
+                    server=source.server())
     return backup, plan
 
 

@@ -1,7 +1,7 @@
 """The DatabaseKind of a source or a backup, from the registry."""
 
 from app.config import SourceKind
-from app.models.backup import BackupKind
+from app.models.backup import Backup, BackupKind
 from app.services.databases.base import DatabaseKind
 from app.services.databases.registry import KIND_PACKAGES, load_kind
 
@@ -13,6 +13,14 @@ KINDS: dict[SourceKind, DatabaseKind] = {
 def kind_of(kind: SourceKind | BackupKind) -> DatabaseKind:
     """The database kind of a source, or of a database backup (never a content one)."""
     return KINDS[SourceKind(kind.value)]
+
+
+def in_other_format(backup: Backup) -> bool:
+    """A database backup not in its kind's dump format (a PITR base backup): verified by
+    checksum only, restored and drilled by its own path, never as a dump."""
+    if backup.kind is None or backup.kind is BackupKind.content or not backup.format_chain:
+        return False
+    return backup.format_chain[0] != kind_of(backup.kind).format_name
 
 
 def kind_of_format(format_name: str) -> DatabaseKind:

@@ -95,6 +95,8 @@ def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
         "toolVersion": backup.tool_version,
         "options": backup.options,
         "contents": [c.model_dump(by_alias=True) for c in backup.contents],
+        # A partial dump (some tables unreadable) says so after a catalog rebuild too.
+        "error": backup.error,
         "restoreCommand": restore_command(backup.format_chain, filename, database),
         "restoreNote": RESTORE_NOTE,
     }

@@ -9,7 +9,7 @@ from beanie import PydanticObjectId
 from pydantic import PrivateAttr
 
 from app.config import Settings, SourceSettings
-from app.errors import AppError, ConflictError
+from app.errors import AppError, ConfirmationRequiredError, ConflictError
 from app.models.backup import (
     Backup,
     BackupKind,
@@ -32,7 +32,7 @@ from app.services.artifacts.stages import Digest, counted
 from app.services.catalog.queries import get_backup, update_backup
 from app.services.databases.backup import back_up, source_or_error
 from app.services.databases.base import SourceError
-from app.services.databases.kinds import kind_of
+from app.services.databases.kinds import in_other_format, kind_of
 from app.services.jobs.runner import JobContext, Progress
 from app.services.storage import StorageTargets, Targets, as_targets
 from app.services.storage.copies import (
@@ -52,13 +52,6 @@ class ProtectedDatabaseError(AppError):
 
     status_code = 409
     code = "protected_database"
-
-
-class ConfirmationRequiredError(AppError):
-    """A restore over existing data without `confirm` naming the target."""
-
-    status_code = 409
-    code = "confirmation_required"
 
 
 class PlanItem(ApiSchema):
@@ -221,6 +214,10 @@ async def plan_restore(settings: Settings, storage: Targets, backup: Backup,
         raise ConflictError("A content backup is restored into IPFS with POST "
                             f"/api/backups/{backup.id}/import, or exported with "
                             "export.car (IPFS) and export.tar (Gaia)")
+    if in_other_format(backup):
+        raise ConflictError(f"Backup {backup.id} is a {backup.format_chain[0]} base backup: "
+                            f"restore it to a point in time with POST /api/pitr/"
+                            f"{backup.source}/restore")
     source = source_or_error(settings, backup.source or "")
     target = request.target_database or backup.database or source.database_name()
     refuse_protected(settings, source, target)

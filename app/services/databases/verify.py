@@ -21,8 +21,9 @@ from app.services.artifacts.read import (
 from app.services.artifacts.stages import Chunks, Digest, counted, drain
 from app.services.catalog.queries import get_backup, update_backup
 from app.services.content.located import object_storage
-from app.services.databases.kinds import kind_of
+from app.services.databases.kinds import in_other_format, kind_of
 from app.services.jobs.runner import JobContext, Progress, error_text
+from app.services.recoverability.records import record_manual
 from app.services.storage import Storage, StorageTargets, Targets, as_targets
 from app.services.storage.copies import check_copy, digest_of
 
@@ -95,7 +96,7 @@ async def _check_artifact(settings: Settings, storage: Storage, backup: Backup,
     raw = counted(digest.tap(storage.get(key)), progress.add_read)
     progress.set_phase("verifying")
     try:
-        if result.deep:
+        if result.deep and not in_other_format(backup):
             result.contents, problems = await _inner_check(
                 plaintext(raw, backup, settings), backup.kind.value if backup.kind else None,
                 settings, backup.contents)
@@ -155,6 +156,7 @@ async def run_verify(ctx: JobContext) -> dict[str, Any]:
     """The `verify` job handler."""
     assert ctx.job.backup_id is not None
     result = await verify(ctx.settings, ctx.all_targets, ctx.job.backup_id, ctx.progress)
+    await record_manual(ctx.job, result, ctx.progress.bytes_read)
     if result.state is VerificationState.failed:
         raise ValueError(f"Verification failed: {result.error}")
     return result.model_dump(mode="json", by_alias=True)

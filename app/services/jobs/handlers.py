@@ -4,6 +4,7 @@ from typing import Any
 
 from app.models.job import JobKind
 from app.models.job_params import CleanupParams, params_of
+from app.services.catalog.rebuild import run_catalog_rebuild
 from app.services.catalog.reports import run_health_check, run_stats_report
 from app.services.catalog.retention import run_cleanup
 from app.services.content.backup import run_content_backup, run_full_backup
@@ -14,6 +15,11 @@ from app.services.databases.verify import run_verify
 from app.services.jobs.history import prune_history
 from app.services.jobs.runner import Handler, JobContext
 from app.services.ops.audit import prune_audit
+from app.services.pitr.basebackup import run_pitr_basebackup
+from app.services.pitr.restore import run_pitr_restore
+from app.services.pitr.verify import run_pitr_verify
+from app.services.recoverability.drills import run_restore_drill
+from app.services.recoverability.verification import run_reverify
 
 
 async def run_cleanup_and_prune(ctx: JobContext) -> dict[str, Any]:
@@ -42,4 +48,10 @@ JOB_HANDLERS: dict[JobKind, Handler] = {
     JobKind.content: run_content_backup,
     JobKind.full: run_full_backup,
     JobKind.content_import: run_content_import,
+    JobKind.restore_drill: run_restore_drill,
+    JobKind.reverify: run_reverify,
+    JobKind.catalog_rebuild: run_catalog_rebuild,
+    JobKind.pitr_basebackup: run_pitr_basebackup,
+    JobKind.pitr_restore: run_pitr_restore,
+    JobKind.pitr_verify: run_pitr_verify,
 }

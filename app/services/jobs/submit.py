@@ -5,7 +5,7 @@ from beanie import PydanticObjectId
 
 from app.models.backup import Backup
 from app.models.job import BackupJob, JobKind, JobTrigger
-from app.models.job_params import CleanupParams, RestoreParams, VerifyParams
+from app.models.job_params import CatalogRebuildParams, CleanupParams, RestoreParams, VerifyParams
 from app.models.requests import RestoreRequest
 from app.services.catalog.retention import CleanupRequest
 from app.services.jobs.runner import JobRunner
@@ -33,4 +33,12 @@ async def submit_cleanup(runner: JobRunner, request: CleanupRequest,
     """Queue a `cleanup` job: retention of one source or of all (then pruning too)."""
     params = CleanupParams(dry_run=request.dry_run, source=request.source)
     return await runner.submit(JobKind.cleanup, params, source=request.source,
+                               requested_by=requested_by, trigger=trigger)
+
+
+async def submit_catalog_rebuild(runner: JobRunner, dry_run: bool,
+                                 requested_by: PydanticObjectId | None,
+                                 trigger: JobTrigger = JobTrigger.api) -> BackupJob:
+    """Queue a `catalog_rebuild` job: recreate missing records from every target's manifests."""
+    return await runner.submit(JobKind.catalog_rebuild, CatalogRebuildParams(dry_run=dry_run),
                                requested_by=requested_by, trigger=trigger)
