@@ -106,6 +106,20 @@ async def source_databases(app: FastAPI) -> None:
     await create_mongo_database(MONGO_URI, MONGO_DB)
 
 
+@pytest.fixture
+async def own_tables_dropped() -> AsyncIterator[None]:
+    """Tables a test adds to the shared `pg` source (prefixed `pitr_`) go when it ends:
+    other tests compare that database with their manifests."""
+    yield
+    conn = await asyncpg.connect(PG_URI.rsplit("/", 1)[0] + "/" + PG_DB)
+    try:
+        for (name,) in await conn.fetch(
+                r"SELECT tablename FROM pg_tables WHERE tablename LIKE 'pitr\_%'"):
+            await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 async def _run_databases_dropped_at_end(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every database whose name carries this run's id goes when the run ends.

@@ -41,13 +41,16 @@ async def backup_page(request: Request, session: SessionDep,
     backup = await api_get(request, session.token, f"/api/backups/{backup_id}")
     manifest: ApiAnswer | None = None
     items: ApiAnswer | None = None
+    history: ApiAnswer | None = None
     if backup.ok:
         manifest = await api_get(request, session.token, f"/api/backups/{backup_id}/manifest")
+        history = await api_get(request, session.token,
+                                f"/api/backups/{backup_id}/verifications", {"limit": 20})
         if backup.data.get("kind") == "content":
             items = await api_get(request, session.token, f"/api/backups/{backup_id}/items",
                                   {"limit": 200})
     response = render(request, "backup.html", session, nav="backups", backup=backup,
-                      manifest=manifest, items=items)
+                      manifest=manifest, items=items, history=history)
     if not backup.ok:
         response.status_code = backup.status
     return response
@@ -70,7 +73,7 @@ async def _job_context(request: Request, session: SessionDep,
         status = await api_get(request, session.token, "/api/backups/status")
         if status.ok:
             live = next((j for j in status.data.get("activeJobs", [])
-                         if j["id"] == job_id), None)
+                         if j["id"] == str(job_id)), None)
     return {"job": job, "live": live}
 
 

@@ -163,15 +163,16 @@ def test_an_invalid_cron_is_refused_in_the_form(server: ConsoleServer, page: Pag
     cron.fill("61 3 * * *")
     expect(page.get_by_test_id("cron-preview")).to_contain_text("minute")
     assert cron.get_attribute("aria-invalid") == "true"
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url)
+            if r.method == "POST" and "schedules" in r.url else None)
     page.get_by_test_id("save-schedule").click()
-    page.wait_for_timeout(500)
-    names = [s["name"] for s in server.api("GET", "/api/schedules").json()]
-    assert "nightly-ui" not in names
     # A valid one is created and listed with its next run.
     cron.fill("30 2 * * 1")
     expect(page.get_by_test_id("cron-preview").locator("li")).to_have_count(5)
     page.get_by_test_id("save-schedule").click()
     expect(page.get_by_test_id("schedules-table")).to_contain_text("nightly-ui")
+    assert len(posts) == 1, posts  # the invalid form was never sent
     names = [s["name"] for s in server.api("GET", "/api/schedules").json()]
     assert "nightly-ui" in names
 
@@ -182,6 +183,8 @@ def test_a_viewer_sees_no_admin_action_and_is_refused_when_forcing(
     sign_in(page, server.base, "viewer")
     page.goto(f"{server.base}/backups/{backup_id}")
     expect(page.get_by_test_id("backup-status")).to_have_text("completed")
+    # The verification history: the read-back right after the backup.
+    expect(page.get_by_test_id("verification-history")).to_contain_text("after backup")
     for action in ("verify", "plan-restore", "delete"):
         expect(page.get_by_test_id(action)).to_have_count(0)
     page.goto(f"{server.base}/backups")

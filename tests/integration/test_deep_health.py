@@ -138,10 +138,11 @@ async def test_health_check_job_runs_the_deep_checks_and_notifies(settings: Sett
         assert done.result["status"] == "critical"
         assert {c["area"] for c in done.result["deep"]["checks"]} >= {
             "storage", "source", "catalog", "space", "gaia", "kubo"}
-        for _ in range(100):
+        for _ in range(400):
             if hook.bodies:
                 break
             await asyncio.sleep(0.05)
+        assert hook.bodies, "no notification reached the webhook within 20 s"
         assert hook.bodies[0]["title"] == "Backvault health: critical"
         assert f"gaia {dead_hub}:" in hook.bodies[0]["message"]
 

@@ -99,6 +99,10 @@ async def test_a_drill_fails_naming_the_table_and_both_counts(settings: Settings
     assert health.status.value in ("warning", "critical")
     assert any(i.startswith("drillpg: the last restore drill failed: count public.posts")
                for i in health.issues), health.issues
+    # The source's own entry says so too (the console's banner per source reads it).
+    (entry,) = [s for s in health.sources if s.source == "drillpg"]
+    assert entry.status.value in ("warning", "critical")
+    assert any("restore drill failed" in i for i in entry.issues), entry.issues
     assert record.scratch_database is not None
     await drop_scratch(config, config.sources[-2], record.scratch_database)
     assert record.scratch_database not in await scratch_databases("postgres")

@@ -7,6 +7,7 @@ from pydantic import SecretStr
 
 from app.config import Settings, SourceKind
 from app.config.managed import set_managed_sources
+from app.models.drill import RestoreDrill
 from app.models.managed_source import ManagedSource, ManagedSourceCreate
 from app.services.catalog import managed_sources
 from app.services.catalog.managed_sources import SourceStoreDisabledError
@@ -62,6 +63,7 @@ async def test_an_added_source_is_backed_up_and_its_uri_never_comes_back(
                               headers=admin.headers)
     assert drill.json()["status"] == "failed"
     assert "the backup came from 127.0.0.1" in drill.json()["error"]
+    await RestoreDrill.find({"source": name}).delete()  # health reads drills: none outlives
 
     assert (await client.delete(f"/api/sources/{name}", headers=admin.headers)
             ).json()["error"]["code"] == "confirmation_required"

@@ -26,7 +26,7 @@ from tests.support.pitr import archiving as pitr_archiving
 from tests.support.pitr import drop_slot, pitr_settings, switch_wal, until
 from tests.support.settings import PG_DB, pg_uri
 
-pytestmark = pytest.mark.usefixtures("source_databases")
+pytestmark = pytest.mark.usefixtures("source_databases", "own_tables_dropped")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.support.jobs import wait_job
 from tests.support.pitr import archiving, shipped, switch_wal, until
 from tests.support.settings import PG_DB, RUN, pg_uri
 
-pytestmark = pytest.mark.usefixtures("source_databases")
+pytestmark = pytest.mark.usefixtures("source_databases", "own_tables_dropped")
 
 
 async def _write(log: list[tuple[int, float, float]], stop: asyncio.Event) -> None:

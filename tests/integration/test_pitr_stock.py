@@ -22,7 +22,7 @@ from tests.support.jobs import wait_job
 from tests.support.pitr import archiving, shipped, switch_wal, until
 from tests.support.settings import AGE_KEY_FILE, MONGO_URI, PG_BIN, PG_DB, RUN, pg_uri
 
-pytestmark = pytest.mark.usefixtures("source_databases")
+pytestmark = pytest.mark.usefixtures("source_databases", "own_tables_dropped")
 RUN_USER = "postgres"
 
 

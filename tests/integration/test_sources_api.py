@@ -161,7 +161,7 @@ async def test_a_silent_server_is_given_up_on_in_time() -> None:
                             uri=SecretStr(f"postgresql://u:silent-pw-4410@127.0.0.1:{port}/x"))
     started = time.monotonic()
     result = await probe_postgres(source, timeout=0.5)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # not forever (a loaded machine is slow)
     assert result.reachable is False
     assert result.error == "no answer within 0.5 s"
     server.close()

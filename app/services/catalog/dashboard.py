@@ -33,7 +33,7 @@ from app.services.catalog.upcoming import cleanup_triggers, next_runs
 DAYS = 30
 RECENT = 10
 PROJECTION = {"status": 1, "source": 1, "createdAt": 1, "storedBytes": 1, "storageTarget": 1,
-              "storageBackend": 1, "copies": 1}
+              "storageBackend": 1, "copies": 1, "statusBeforeDelete": 1}
 GOOD_VALUES = {s.value for s in GOOD_STATUSES}
 # Statuses whose object is on storage: the trash keeps it until retention empties it.
 STORED = {*GOOD_VALUES, BackupStatus.deleted.value}
@@ -70,8 +70,12 @@ class DashboardAccumulator:
             self.newest.sort(key=lambda e: (e[0], str(e[1])), reverse=True)
             del self.newest[RECENT:]
         if created is not None and created.date() in self.per_day:
-            good = status in GOOD_VALUES
-            self.per_day[created.date()]["completed" if good else str(status)] += 1
+            # A backup in the trash counts as what it was (a week-old daily is still a
+            # success of its day).
+            was = doc.get("statusBeforeDelete") if status == BackupStatus.deleted.value \
+                else status
+            good = was in GOOD_VALUES
+            self.per_day[created.date()]["completed" if good else str(was)] += 1
         size = doc.get("storedBytes")
         if status not in STORED or not isinstance(size, int):
             return

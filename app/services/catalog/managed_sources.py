@@ -7,6 +7,7 @@ from typing import Any
 import pyrage
 import structlog
 from pydantic import SecretStr, ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from app.config import Settings, SourceSettings
 from app.config.common import host_port
@@ -122,7 +123,11 @@ async def create(settings: Settings, body: ManagedSourceCreate, username: str
                         database=body.database, enabled=body.enabled,
                         copy_targets=body.copy_targets, created_by=username)
     _checked(settings, doc, body.uri)
-    await doc.insert()
+    try:
+        await doc.insert()
+    except DuplicateKeyError:  # added at the same moment elsewhere
+        raise ConflictError(f"A source named {body.name!r} exists",
+                            {"source": body.name}) from None
     await refresh(settings)
     log.info("source added", source=doc.name, kind=doc.kind.value, by=username)
     return out(doc, settings)

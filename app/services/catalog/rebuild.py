@@ -8,8 +8,10 @@ jobs, schedules, users and the audit log. Content manifests written before they 
 their objects recreate the backup and its items but not the object records.
 """
 
+import asyncio
 import hashlib
 import json
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import structlog
 from beanie import PydanticObjectId
 from pydantic import Field, ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from app.models.backup import Backup, BackupCopy, BackupKind, BackupStatus, ContentEntry
 from app.models.common import ApiSchema
@@ -86,14 +89,16 @@ class Found:
 
 async def read_manifest(storage: Storage, key: str) -> tuple[dict[str, Any], bytes]:
     chunks, size = [], 0
-    async for chunk in storage.get(key):
-        size += len(chunk)
-        if size > MAX_MANIFEST_BYTES:
-            raise Unreadable("too large to be a manifest")
-        chunks.append(chunk)
+    async with aclosing(storage.get(key)) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_MANIFEST_BYTES:
+                raise Unreadable("too large to be a manifest")
+            chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        data = json.loads(raw)
+        # A content manifest lists every item: parse it off the event loop.
+        data = await asyncio.to_thread(json.loads, raw)
     except ValueError as exc:
         raise Unreadable(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -296,12 +301,18 @@ class Rebuild:
                 self.report.add("skipped", entry)
                 return
             backup = await database_backup(self.targets, found)
+            if not self.dry_run:
+                await backup.insert()
+        except DuplicateKeyError:  # recorded meanwhile (another rebuild, another replica)
+            self.report.add("skipped", entry)
+            return
         except Unreadable as exc:
             self.unreadable(entry.target, found.key, str(exc))
             return
+        except Exception as exc:  # one bad object never stops the rebuild
+            self.unreadable(entry.target, found.key, error_text(exc))
+            return
         self.report.add("recreated", entry)
-        if not self.dry_run:
-            await backup.insert()
 
 
 async def rebuild_catalog(targets: StorageTargets, progress: Progress,

@@ -292,17 +292,20 @@ async def backup_health(settings: Settings | None = None,
     overall = _source_health(None, "all", now, _overall_tally(tallies))
     sources = [_source_health(name, kind, now, tallies.get(name) or _HealthTally())
                for name, kind in (configured_sources(settings) if settings else [])]
+    # A source whose last drill failed or missed its RTO target is at least a warning.
+    drill_problems = await drill_issues([s.source for s in sources] if settings else None)
+    for entry in sources:
+        if entry.source in drill_problems:
+            entry.issues.append(drill_problems.pop(entry.source))
+            entry.status = max(entry.status, HealthStatus.warning, key=HEALTH_ORDER.index)
     if sources:
         status = max((s.status for s in sources), key=HEALTH_ORDER.index)
         issues = [f"{s.source}: {issue}" for s in sources for issue in s.issues]
         has_recent = all(s.has_recent_backup for s in sources)
     else:
         status, issues, has_recent = overall.status, overall.issues, overall.has_recent_backup
-    # A source whose last drill failed or missed its RTO target.
-    drill_problems = await drill_issues(
-        [name for name, _ in configured_sources(settings)] if settings else None)
-    if drill_problems:
-        issues = [*issues, *drill_problems]
+    if drill_problems:  # drills of sources no longer configured, when judged as one
+        issues = [*issues, *(f"{name}: {why}" for name, why in drill_problems.items())]
         status = max(status, HealthStatus.warning, key=HEALTH_ORDER.index)
     used = catalog.used_mb
     return HealthReport(

@@ -224,7 +224,8 @@ async def catalog_metrics(settings: Settings, targets: StorageTargets) -> bytes:
                 cache.body, cache.at, cache.up = _render(series), time.monotonic(), True
             except Exception as exc:  # a scrape must answer even without the catalog
                 log.warning("metrics collection failed", error=error_text(exc))
-                cache.up = False
+                # Not retried before CACHE_SECONDS: scrapes must not queue behind timeouts.
+                cache.up, cache.at = False, time.monotonic()
         up = Series("backvault_catalog_up", "1 when the last collection succeeded", [])
         up.add(cache.up)
         return cache.body + _render([up])

@@ -3,6 +3,7 @@ check that each IPFS object still decodes, block by block, to its CID."""
 
 import random
 import time
+from contextlib import aclosing
 
 from app.config import ContentType, Settings
 from app.models.backup import Backup
@@ -22,14 +23,15 @@ async def _check_object(settings: Settings, targets: StorageTargets, obj: Conten
     # Decoding needs the plaintext: unencrypted, or the identity is configured.
     decode = "age" not in obj.format_chain or settings.encryption.identity_file is not None
     digest = Digest()
-    raw = counted(digest.tap(object_storage(targets, obj).get(obj.storage_key)),
-                  progress.add_read)
-    if decode and obj.type is ContentType.ipfs:
-        car = opened(raw, obj.format_chain, settings)
-        async for _ in ipfs.checked_blocks(car, {ipfs.cid_of_address(obj.id)}):
-            pass  # each block is checked against its CID as it is read
-    else:
-        await drain(raw)
+    # Closed on a bad block too, so the storage stream does not stay open.
+    async with aclosing(object_storage(targets, obj).get(obj.storage_key)) as stored:
+        raw = counted(digest.tap(stored), progress.add_read)
+        if decode and obj.type is ContentType.ipfs:
+            car = opened(raw, obj.format_chain, settings)
+            async for _ in ipfs.checked_blocks(car, {ipfs.cid_of_address(obj.id)}):
+                pass  # each block is checked against its CID as it is read
+        else:
+            await drain(raw)
     if digest.size != obj.stored_bytes or digest.hexdigest != obj.sha256:
         return "stored bytes differ from the recorded size or SHA-256"
     return None

@@ -3,9 +3,9 @@
 from app.models.drill import DrillResult, RestoreDrill
 
 
-async def drill_issues(sources: list[str] | None = None) -> list[str]:
-    """A line per source (of `sources`, when given) whose last finished drill failed or took
-    longer than its target."""
+async def drill_issues(sources: list[str] | None = None) -> dict[str, str]:
+    """By source (of `sources`, when given): why its last finished drill is a problem
+    (it failed, or took longer than its target)."""
     last: dict[str, RestoreDrill] = {}
     for drill in await RestoreDrill.find({}).to_list():
         if drill.result is DrillResult.running or (sources is not None
@@ -13,12 +13,11 @@ async def drill_issues(sources: list[str] | None = None) -> list[str]:
             continue
         if drill.source not in last or drill.started_at > last[drill.source].started_at:
             last[drill.source] = drill
-    issues = []
+    issues: dict[str, str] = {}
     for name, drill in sorted(last.items()):
         if drill.result is DrillResult.failed:
-            issues.append(f"{name}: the last restore drill failed: "
-                          + "; ".join(drill.failures[:3]))
+            issues[name] = "the last restore drill failed: " + "; ".join(drill.failures[:3])
         elif drill.over_target and drill.rto_s is not None and drill.rto_target_s is not None:
-            issues.append(f"{name}: the last restore drill took {drill.rto_s:g} s, over its "
-                          f"RTO target of {drill.rto_target_s:g} s")
+            issues[name] = (f"the last restore drill took {drill.rto_s:g} s, over its "
+                            f"RTO target of {drill.rto_target_s:g} s")
     return issues

@@ -4,6 +4,7 @@ from datetime import UTC
 
 from beanie import PydanticObjectId
 
+from app.errors import NotFoundError
 from app.models.backup import Backup, Verification, VerificationState
 from app.models.common import utcnow
 from app.models.job import BackupJob
@@ -22,7 +23,8 @@ async def record_verification(backup: Backup | PydanticObjectId, result: Verific
     """Store what one verification found (its outcome is also on the backup itself)."""
     if not isinstance(backup, Backup):
         found = await Backup.get(backup)
-        assert found is not None
+        if found is None:  # purged by retention meanwhile: nothing left to record against
+            raise NotFoundError(f"Backup {backup} is gone")
         backup = found
     assert backup.id is not None
     record = BackupVerification(

@@ -11,11 +11,12 @@ from beanie import PydanticObjectId
 
 from app.config import Settings
 from app.errors import AppError
-from app.models.backup import GOOD_STATUSES, Backup, Verification
+from app.models.backup import GOOD_STATUSES, Backup, Verification, VerificationState
 from app.models.common import utcnow
 from app.models.verification import VerificationTrigger
 from app.services.databases.verify import verify
 from app.services.jobs.runner import JobContext, Progress, error_text
+from app.services.ops.notify import Event, Message, send
 from app.services.recoverability.records import record_verification
 from app.services.storage import Targets
 
@@ -58,6 +59,13 @@ async def verify_after_backup(settings: Settings, targets: Targets, backup: Back
     except Exception as exc:
         log.warning("verification after backup not done", backup_id=str(backup.id),
                     error=error_text(exc))
+        return
+    if backup.verification.state is VerificationState.failed:
+        # The job completes (the backup is written), so its own message says "succeeded".
+        await send(settings, Message(
+            Event.backup_failed, f"Backvault: new backup of {backup.source} failed verification",
+            f"backup: {backup.id}\nsource: {backup.source}\n"
+            f"problem: {backup.verification.error}", failure=True))
 
 
 def _checked_at(backup: Backup) -> datetime:
