@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from app.config.common import Group, SourceName
+from app.config.common import Crontab, Group, SourceName
 
 
 class PitrSettings(Group):
@@ -26,3 +26,6 @@ class PitrSettings(Group):
     run_user: str = Field(default="postgres", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     # Estimate of replay speed for a restore's dry run, MB of WAL per second.
     replay_mb_per_second: float = Field(default=50.0, gt=0)
+    # The seeded `pitr-basebackup` schedule: a new base backup of each PITR source, so a
+    # restore replays at most a week of WAL (and retention can let older WAL go).
+    base_backup_schedule: Crontab = "0 1 * * 0"

@@ -58,6 +58,7 @@ class ScheduleKind(StrEnum):
     health_check = "health_check"
     restore_drill = "restore_drill"
     reverify = "reverify"
+    pitr_basebackup = "pitr_basebackup"
 
 
 class Schedule(Document):

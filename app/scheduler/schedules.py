@@ -20,6 +20,7 @@ from app.models.job_params import (
     DatabaseParams,
     DrillParams,
     JobParams,
+    PitrBaseBackupParams,
     ReportParams,
     ReverifyParams,
 )
@@ -58,6 +59,7 @@ JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.content: Jo
                ScheduleKind.health_check: JobKind.health_check}
 JOB_OF_KIND[ScheduleKind.restore_drill] = JobKind.restore_drill
 JOB_OF_KIND[ScheduleKind.reverify] = JobKind.reverify
+JOB_OF_KIND[ScheduleKind.pitr_basebackup] = JobKind.pitr_basebackup
 
 
 def default_schedules(settings: Settings) -> list[Schedule]:
@@ -85,6 +87,9 @@ def default_schedules(settings: Settings) -> list[Schedule]:
         Schedule(name="reverify", kind=ScheduleKind.reverify,
                  cron=settings.verification.schedule, timezone=tz,
                  description="Rolling re-verification of kept backups"),
+        Schedule(name="pitr-basebackup", kind=ScheduleKind.pitr_basebackup,
+                 cron=settings.pitr.base_backup_schedule, timezone=tz,
+                 description="Base backups of the PITR sources"),
     ]
 
 
@@ -136,6 +141,14 @@ def _check_targets(settings: Settings, kind: ScheduleKind, sources: list[str],
                    retention_days: int | None, copy_targets: list[str]) -> None:
     if kind is ScheduleKind.restore_drill:
         return check_drill_schedule(settings, sources, retention_days, copy_targets)
+    if kind is ScheduleKind.pitr_basebackup:
+        unknown = [name for name in sources if name not in settings.pitr.sources]
+        if unknown:
+            raise InvalidInputError(
+                f"Not PITR sources: {', '.join(unknown)} (BACKUP_PITR__SOURCES: "
+                f"{', '.join(settings.pitr.sources) or 'none'})",
+                [{"field": "sources", "message": f"not a PITR source {n!r}"} for n in unknown])
+        sources = []  # checked here; retentionDays and copyTargets are refused below
     if kind not in BACKUP_KINDS:
         bad = [f for f, v in (("sources", sources), ("retentionDays", retention_days)) if v]
         if bad:
@@ -309,6 +322,8 @@ def schedule_targets(settings: Settings, schedule: Schedule) -> list[str | None]
     """The sources one fire runs a job for (None: one job not tied to a source)."""
     if schedule.kind is ScheduleKind.restore_drill:
         return list(schedule.sources) or [None]
+    if schedule.kind is ScheduleKind.pitr_basebackup:
+        return list(schedule.sources or settings.pitr.sources)
     if schedule.kind not in BACKUP_KINDS:
         return [None]
     if schedule.sources:
@@ -339,6 +354,10 @@ def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobPa
         return DrillParams(fire_time=fire.fire_time, source=source)
     if schedule.kind is ScheduleKind.reverify:
         return ReverifyParams(fire_time=fire.fire_time)
+    if schedule.kind is ScheduleKind.pitr_basebackup:
+        assert source is not None
+        return PitrBaseBackupParams(fire_time=fire.fire_time, source=source,
+                                    backup_type=BackupType.automatic)
     return ReportParams(fire_time=fire.fire_time)
 
 

@@ -123,7 +123,8 @@ def test_every_fire_runs_once_and_a_killed_replicas_job_is_rerun(
     # All three seeded at once: each default schedule exists once.
     names = Counter(s["name"] for s in db.schedules.find())
     assert names == Counter(["daily", "weekly", "monthly", "cleanup", "stats-report",
-                             "health-check", "restore-drill", "reverify"])
+                             "health-check", "restore-drill", "reverify",
+                             "pitr-basebackup"])
 
     created = httpx.post(f"{replicas[1].base}/api/schedules", headers=headers, json={
         "name": "fast", "kind": "database", "sources": ["small"],

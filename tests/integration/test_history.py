@@ -12,8 +12,14 @@ from beanie import PydanticObjectId
 from app.config import Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
+from app.models.drill import DrillResult, RestoreDrill
 from app.models.job import BackupJob, JobKind, JobStatus
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, ScheduleKind
+from app.models.verification import (
+    BackupVerification,
+    VerificationKind,
+    VerificationResult,
+)
 from app.services.jobs.history import prune_history
 from tests.support.accounts import Account
 
@@ -126,3 +132,26 @@ async def test_cleanup_job_prunes_history_and_reports_it(
     assert await existing(BackupJob, [ids["gone_completed"]]) == set()
     assert await existing(BackupJob, [ids["kept_running"]]) == {ids["kept_running"]}
     await Schedule.find({"_id": {"$in": [s.id for s in schedules]}}).delete()
+
+
+async def test_prune_drops_old_verification_and_drill_records(settings: Settings) -> None:
+    now, source = utcnow(), f"hist-{uuid.uuid4().hex[:6]}"
+    old, recent = now - timedelta(days=200), now - timedelta(days=1)
+    checks = [BackupVerification(backup_id=PydanticObjectId(), source=source, at=at,
+                                 kind=VerificationKind.quick, result=VerificationResult.passed)
+              for at in (old, recent)]
+    drills = [RestoreDrill(source=source, started_at=at, result=DrillResult.failed)
+              for at in (old - timedelta(days=1), old)]
+    lonely = RestoreDrill(source=source + "-b", started_at=old, result=DrillResult.passed)
+    for record in [*checks, *drills, lonely]:
+        await record.insert()
+    try:
+        await prune_history(settings)
+        assert await BackupVerification.find({"source": source}).count() == 1  # the recent
+        # Each source keeps its newest drill, however old: health reads it.
+        assert [d.id for d in await RestoreDrill.find({"source": source}).to_list()] == [
+            drills[1].id]
+        assert await RestoreDrill.get(lonely.id) is not None
+    finally:
+        await BackupVerification.find({"source": source}).delete()
+        await RestoreDrill.find({"source": {"$in": [source, source + "-b"]}}).delete()

@@ -16,9 +16,11 @@ from app.config import Settings
 from app.models.backup import Backup
 from app.models.job import BackupJob
 from app.models.wal import WalSegment
+from app.services.catalog.stats import backup_health
 from app.services.databases.backup import remove_backup
 from app.services.pitr import lease
 from app.services.pitr.archiver import WalArchivers
+from app.services.pitr.health import lease_name
 from app.services.pitr.retention import prune_wal
 from tests.support.accounts import Account
 from tests.support.jobs import wait_job
@@ -194,3 +196,23 @@ async def test_one_replica_receives_and_another_takes_over(app: FastAPI,
 
 async def _holding(archivers: WalArchivers) -> bool:
     return archivers.archivers["pg"].state.receiver_pid is not None
+
+
+async def test_health_names_a_pitr_source_whose_archiving_needs_a_look(
+        settings: Settings) -> None:
+    source = "pg"
+    config = pitr_settings(settings)
+    name = lease_name(source)
+    assert await lease.holder(name) is None  # no archiver runs outside `archiving`
+    health = await backup_health(config)
+    (entry,) = [s for s in health.sources if s.source == source]
+    assert "WAL archiving is not running on any replica" in entry.issues
+    assert entry.status.value in ("warning", "critical")
+    assert await lease.take_or_renew(name, "health-test", 30, {
+        "holding": True, "chainBroken": True, "lagAlert": False})
+    try:
+        health = await backup_health(config)
+        (entry,) = [s for s in health.sources if s.source == source]
+        assert "the WAL chain since the newest base backup has a gap" in entry.issues
+    finally:
+        await lease.release(name, "health-test")

@@ -1,6 +1,7 @@
 """Schedules: CRUD and validation, seeding, one run per fire, catch-up, live edits, status."""
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,9 +10,16 @@ import pytest
 from beanie import PydanticObjectId
 
 from app.config import Settings
+from app.errors import InvalidInputError
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
-from app.models.schedule import FireStatus, Schedule, ScheduleFire, ScheduleKind
+from app.models.schedule import (
+    FireStatus,
+    Schedule,
+    ScheduleCreate,
+    ScheduleFire,
+    ScheduleKind,
+)
 from app.scheduler import schedules
 from app.scheduler.service import ScheduleService
 from app.services.jobs.handlers import JOB_HANDLERS
@@ -85,7 +93,7 @@ async def test_crud_and_validation(client: httpx.AsyncClient, admin: Account,
 
 
 DEFAULTS = ["daily", "weekly", "monthly", "cleanup", "stats-report", "health-check",
-            "restore-drill", "reverify"]
+            "restore-drill", "reverify", "pitr-basebackup"]
 
 
 async def test_defaults_are_seeded_once(settings: Settings) -> None:
@@ -116,9 +124,10 @@ async def test_a_default_added_by_an_upgrade_is_seeded_on_an_existing_catalog(
     await Schedule.find({"name": {"$in": DEFAULTS}}).delete()
     await markers.delete_many({})
     await markers.insert_one({"_id": schedules.SEEDED_MARKER})
-    assert await schedules.seed_schedules(settings) == 2
+    added = [d for d in DEFAULTS if d not in schedules.LEGACY_SEEDED]
+    assert await schedules.seed_schedules(settings) == len(added)
     names = {s.name for s in await schedules.list_schedules()}
-    assert {"restore-drill", "reverify"} <= names
+    assert set(added) <= names
     assert not names & set(schedules.LEGACY_SEEDED)  # deleted ones stay deleted
     assert await schedules.seed_schedules(settings) == 0
 
@@ -253,3 +262,20 @@ async def test_a_scheduled_cleanup_runs_and_prunes(settings: Settings) -> None:
     assert done.status is JobStatus.completed, done.error
     assert "history" in done.result
     assert done.result["auditRecordsPruned"] >= 0
+
+
+async def test_pitr_base_backup_schedules_name_pitr_sources(settings: Settings) -> None:
+    body = ScheduleCreate(name=f"base-{uuid.uuid4().hex[:6]}", kind=ScheduleKind.pitr_basebackup,
+                          cron="0 1 * * 0", sources=["pg"])
+    with pytest.raises(InvalidInputError, match="Not PITR sources: pg"):
+        await schedules.create_schedule(settings, body)
+    pitr = settings.model_copy(update={"pitr": settings.pitr.model_copy(
+        update={"sources": ["pg"]})})
+    created = await schedules.create_schedule(pitr, body)
+    try:
+        # Each fire queues one base backup per PITR source, as an automatic backup.
+        everyone = created.model_copy(update={"sources": []})
+        assert schedules.schedule_targets(pitr, everyone) == ["pg"]
+        assert schedules.schedule_targets(settings, everyone) == []
+    finally:
+        await created.delete()

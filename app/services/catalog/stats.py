@@ -29,6 +29,7 @@ from app.models.stats import (
 )
 from app.models.user import User
 from app.services.artifacts.compress import ALGORITHM_OF_SUFFIX
+from app.services.pitr.health import pitr_issues
 from app.services.recoverability.health import drill_issues
 
 PROJECTION = {"status": 1, "type": 1, "sizeMB": 1, "createdAt": 1, "admin": 1, "durationMs": 1,
@@ -294,10 +295,12 @@ async def backup_health(settings: Settings | None = None,
                for name, kind in (configured_sources(settings) if settings else [])]
     # A source whose last drill failed or missed its RTO target is at least a warning.
     drill_problems = await drill_issues([s.source for s in sources] if settings else None)
+    wal_problems = await pitr_issues(settings) if settings else {}
     for entry in sources:
-        if entry.source in drill_problems:
-            entry.issues.append(drill_problems.pop(entry.source))
-            entry.status = max(entry.status, HealthStatus.warning, key=HEALTH_ORDER.index)
+        for problems in (drill_problems, wal_problems):
+            if entry.source in problems:
+                entry.issues.append(problems.pop(entry.source))
+                entry.status = max(entry.status, HealthStatus.warning, key=HEALTH_ORDER.index)
     if sources:
         status = max((s.status for s in sources), key=HEALTH_ORDER.index)
         issues = [f"{s.source}: {issue}" for s in sources for issue in s.issues]

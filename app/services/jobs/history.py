@@ -14,8 +14,10 @@ from beanie import PydanticObjectId
 from app.config import Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
+from app.models.drill import RestoreDrill
 from app.models.job import FINISHED_JOB_STATUSES, BackupJob
 from app.models.schedule import Schedule, ScheduleFire
+from app.models.verification import BackupVerification
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,26 @@ async def _old_job_ids(cutoff: datetime, keep_fires: set[PydanticObjectId]
     return list(candidates)
 
 
+async def _old_records(cutoff: datetime) -> dict[Any, list[PydanticObjectId]]:
+    """Verification and drill records older than cutoff; each source's newest drill stays
+    (health reads it)."""
+    verifications = [raw["_id"] async for raw in BackupVerification.get_pymongo_collection(
+        ).find({"at": {"$lt": cutoff}}, {"_id": 1})]
+    newest: dict[str, tuple[datetime, PydanticObjectId]] = {}
+    old: list[PydanticObjectId] = []
+    async for raw in RestoreDrill.get_pymongo_collection().find(
+            {}, {"_id": 1, "source": 1, "startedAt": 1}):
+        source, this = raw.get("source", ""), (raw.get("startedAt") or cutoff, raw["_id"])
+        kept = newest.get(source)
+        if kept is None or this[0] > kept[0]:
+            newest[source], older = this, kept
+        else:
+            older = this
+        if older is not None and older[0] < cutoff:
+            old.append(older[1])
+    return {BackupVerification: verifications, RestoreDrill: old}
+
+
 async def _delete_ids(collection: Any, ids: list[PydanticObjectId]) -> int:
     deleted = 0
     for start in range(0, len(ids), BATCH):
@@ -76,12 +98,17 @@ async def prune_history(settings: Settings, *, dry_run: bool = False,
     fire_ids = [raw["_id"] async for raw in ScheduleFire.get_pymongo_collection().find(
         {"fireTime": {"$lt": cutoff}}, {"_id": 1}) if raw["_id"] not in newest]
     job_ids = await _old_job_ids(cutoff, set(newest))
+    records = await _old_records(cutoff)
     if dry_run:
         jobs_gone, fires_gone = len(job_ids), len(fire_ids)
+        records_gone = sum(len(ids) for ids in records.values())
     else:
         jobs_gone = await _delete_ids(BackupJob.get_pymongo_collection(), job_ids)
         fires_gone = await _delete_ids(ScheduleFire.get_pymongo_collection(), fire_ids)
+        records_gone = sum([await _delete_ids(model.get_pymongo_collection(), ids)
+                            for model, ids in records.items()])
     result = {"historyDays": days, "cutoff": cutoff.isoformat(), "dryRun": dry_run,
-              "jobsDeleted": jobs_gone, "firesDeleted": fires_gone}
+              "jobsDeleted": jobs_gone, "firesDeleted": fires_gone,
+              "verificationAndDrillRecordsDeleted": records_gone}
     log.info("history pruned", **{k: v for k, v in result.items() if k != "cutoff"})
     return result

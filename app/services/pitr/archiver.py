@@ -20,6 +20,7 @@ from app.services.jobs.runner import JobRunner
 from app.services.ops.notify import Event, Message, send
 from app.services.pitr import lease
 from app.services.pitr.basebackup import submit_base_backup
+from app.services.pitr.health import lease_name
 from app.services.pitr.metrics import SLOT_LAG
 from app.services.pitr.ship import PARTIAL, drop_partial, ship_file
 from app.services.pitr.walnames import (
@@ -65,7 +66,7 @@ class SourceArchiver:
         self.tools = PgTools(settings.tools.pg_bin_dir)
         self.folder = settings.pitr.receive_dir / source.name
         self.slot = slot_name(settings, source.name)
-        self.lease_name = f"pitr:{source.name}"
+        self.lease_name = lease_name(source.name)
         self.state = ArchiverState()
         self.segment_size = DEFAULT_SEGMENT_SIZE
         self.proc: asyncio.subprocess.Process | None = None

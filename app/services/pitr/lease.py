@@ -28,11 +28,13 @@ async def take_or_renew(name: str, owner: str, seconds: float,
     if renewed.matched_count:
         return True
     try:
-        await _leases().insert_one({"_id": name, "owner": owner, "until": until})
+        await _leases().insert_one({"_id": name, "owner": owner, "until": until,
+                                    "renewedAt": now, "status": status or {}})
         return True
     except DuplicateKeyError:
         taken = await _leases().find_one_and_update(
-            {"_id": name, "until": {"$lt": now}}, {"$set": {"owner": owner, "until": until}})
+            {"_id": name, "until": {"$lt": now}},
+            {"$set": {"owner": owner, "until": until, "renewedAt": now, "status": status or {}}})
         return taken is not None
 
 

@@ -11,6 +11,7 @@ from app.models.backup import Backup, BackupStatus
 from app.models.common import ApiSchema, utcnow
 from app.models.wal import WalSegment
 from app.services.pitr import lease
+from app.services.pitr.health import lease_name
 from app.services.pitr.metrics import WAL_GAPS, WINDOW_EARLIEST, WINDOW_LATEST
 from app.services.pitr.walnames import (
     DEFAULT_SEGMENT_SIZE,
@@ -134,7 +135,7 @@ async def source_window(settings: Settings, source: str) -> PitrWindow:
     first = min([parse_lsn(b.options["pitr"]["startLsn"]) // size for b in bases]
                 or [min(numbers, default=0)])
     gaps = _gaps({n: s for n, s in numbers.items() if n >= first}, first, size)
-    held = await lease.holder(f"pitr:{source}")
+    held = await lease.holder(lease_name(source))
     archiver = None
     if held is not None and held["until"].replace(tzinfo=UTC) > utcnow():
         archiver = {**held.get("status", {}), "renewedAt": held.get("renewedAt")}
