@@ -112,8 +112,9 @@ async def schedule_page(request: Request, session: SessionDep,
 async def sources_page(request: Request, session: SessionDep) -> Response:
     sources = await api_get(request, session.token, "/api/sources")
     managed = await api_get(request, session.token, "/api/sources/managed")
+    pitr = await api_get(request, session.token, "/api/pitr")
     return render(request, "sources.html", session, nav="sources", sources=sources,
-                  managed=managed)
+                  managed=managed, pitr=pitr)
 
 
 @router.get("/users")

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from app.config import LoginSettings, Settings
 from app.console.session import SESSION_COOKIE, csrf_token
 from app.models.user import Role, UserCreate
+from app.models.wal import WalSegment
 from app.services.access import auth as auth_service
 from tests.support.accounts import TEST_PASSWORD, Account
 
@@ -226,3 +227,26 @@ async def test_a_page_id_that_is_no_id_is_refused_not_a_500(app: FastAPI) -> Non
             answer = await client.get(path)
             assert answer.status_code == 422, path
             assert answer.json()["error"]["code"] == "validation_error"
+
+
+async def test_the_sources_page_shows_each_pitr_window(app: FastAPI) -> None:
+    source = f"pitrpage{uuid.uuid4().hex[:6]}"
+    segments = [WalSegment(id=f"{source}:{name}", source=source, timeline=1, segment=name,
+                           start_lsn=n * 16 * 2**20, end_lsn=(n + 1) * 16 * 2**20,
+                           size=16 * 2**20, sha256="0" * 64, storage_target="local",
+                           key=f"wal/{source}/{name}") for n, name in (
+        (1, "000000010000000000000001"), (3, "000000010000000000000003"))]
+    for segment in segments:
+        await segment.insert()
+    try:
+        async with _client(app) as client:
+            await _signed_in(client, Role.viewer)
+            page = await client.get("/sources")
+        assert page.status_code == 200
+        assert "Point-in-time recovery" in page.text
+        row = page.text.split(f"<td>{source}</td>", 1)[1].split("</tr>", 1)[0]
+        assert "000000010000000000000002" in row  # the gap between the two segments
+        assert "not running" in row  # no replica archives it
+    finally:
+        for segment in segments:
+            await segment.delete()
