@@ -6,9 +6,11 @@ from beanie import PydanticObjectId
 from fastapi import APIRouter, Query
 
 from app.api.deps import AdminUser, CurrentUser, RunnerDep
-from app.models.common import Page
+from app.models.common import Page, utcnow
+from app.models.dashboard import ActiveJob
 from app.models.job import JobFilter, JobOut
 from app.services.catalog import queries as catalog
+from app.services.catalog.status import active_jobs
 from app.services.jobs import cancel as job_cancel
 
 router = APIRouter(prefix="/api/backups/jobs", tags=["jobs"])
@@ -20,6 +22,12 @@ CANCEL_WAIT_SECONDS = 30.0
 async def list_jobs(filters: Annotated[JobFilter, Query()], _: CurrentUser) -> Page[JobOut]:
     """Jobs, newest first, filtered by status, kind and source."""
     return await catalog.list_jobs(filters)
+
+
+@router.get("/active", response_model=list[ActiveJob])
+async def list_active_jobs(_: CurrentUser) -> list[ActiveJob]:
+    """Queued and running jobs with live progress (rate, ETA): cheap enough to poll."""
+    return await active_jobs(utcnow())
 
 
 @router.get("/{job_id}", response_model=JobOut)

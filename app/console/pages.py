@@ -70,10 +70,9 @@ async def _job_context(request: Request, session: SessionDep,
     job = await api_get(request, session.token, f"/api/backups/jobs/{job_id}")
     live: dict[str, Any] | None = None
     if job.ok and job.data["status"] in ("queued", "running"):
-        status = await api_get(request, session.token, "/api/backups/status")
-        if status.ok:
-            live = next((j for j in status.data.get("activeJobs", [])
-                         if j["id"] == str(job_id)), None)
+        active = await api_get(request, session.token, "/api/backups/jobs/active")
+        if active.ok:
+            live = next((j for j in active.data if j["id"] == str(job_id)), None)
     return {"job": job, "live": live}
 
 

@@ -88,15 +88,16 @@ async def overview_partial(request: Request, session: SessionDep) -> Response:
 
 @router.get("/partials/active")
 async def active_partial(request: Request, session: SessionDep) -> Response:
-    status = await api_get(request, session.token, "/api/backups/status")
-    return render(request, "_active.html", session, status=status)
+    # Polled every few seconds: the active jobs alone, not the whole status.
+    active = await api_get(request, session.token, "/api/backups/jobs/active")
+    return render(request, "_active.html", session, active=active)
 
 
 async def _overview_data(request: Request, token: str) -> dict[str, object]:
-    dashboard, status = await asyncio.gather(
+    dashboard, active = await asyncio.gather(
         api_get(request, token, "/api/backups/dashboard"),
-        api_get(request, token, "/api/backups/status"))
-    return {"dashboard": dashboard, "status": status}
+        api_get(request, token, "/api/backups/jobs/active"))
+    return {"dashboard": dashboard, "active": active}
 
 
 @router.get("/static/vendor/htmx.min.js")

@@ -51,6 +51,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("DELETE", "/api/backups/{backup_id}"): Role.superadmin,
     ("GET", "/api/backups/jobs"): Role.viewer,
     ("GET", "/api/backups/jobs/{job_id}"): Role.viewer,
+    ("GET", "/api/backups/jobs/active"): Role.viewer,
     ("GET", "/api/backups/schedule/status"): Role.viewer,
     ("POST", "/api/backups/cleanup"): Role.admin,
     ("GET", "/api/schedules"): Role.viewer,

@@ -91,6 +91,10 @@ async def test_status_shows_scheduler_jobs_and_kind_totals(
 
     jobs = body["activeJobs"]
     assert [j["id"] for j in jobs] == [str(dump.id), str(fetch.id), str(queued.id)]
+    # The console polls the active jobs alone (no scan of the backups).
+    active = await client.get("/api/backups/jobs/active", headers=viewer.headers)
+    assert [j["id"] for j in active.json()] == [j["id"] for j in jobs]
+    assert active.json()[0]["progress"]["phase"] == "dump"
     assert [j["status"] for j in jobs] == ["running", "running", "queued"]
     first = jobs[0]["progress"]
     assert (first["phase"], first["bytesDone"], first["bytesTotal"]) == ("dump", 1000, 3000)
