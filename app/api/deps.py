@@ -7,10 +7,10 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from app.config import Settings
-from app.console.session import SAFE_METHODS, cookie_token, csrf_ok
 from app.errors import AuthenticationError, PermissionDeniedError
 from app.models.user import Role, User
 from app.services.access.auth import decode_token, user_for_claims
+from app.services.access.session import SAFE_METHODS, cookie_token, csrf_ok
 from app.services.jobs.runner import JobRunner
 from app.services.storage import StorageTargets
 

@@ -12,9 +12,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.console.session import cookie_token
 from app.errors import AuthenticationError, error_body
 from app.services.access.auth import decode_token
+from app.services.access.session import cookie_token
 
 # The only /api operation that takes a body without a token.
 OPEN_BODY_ROUTES = {("POST", "/api/auth/token")}

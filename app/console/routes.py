@@ -13,10 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from app.config import Settings
 from app.console import pages
 from app.console.api import api_call, api_get
-from app.console.session import clear_session, cookie_token, csrf_ok, set_session
 from app.console.web import HERE, SessionDep, SignInRequired, local_path, render, sign_in_redirect
 from app.errors import AppError, PermissionDeniedError
 from app.services.access.auth import decode_token, revoke_token
+from app.services.access.session import clear_session, cookie_token, csrf_ok, set_session
 
 router = APIRouter(include_in_schema=False)
 # Installed by `npm ci` (Makefile) from package-lock.json; never fetched at run time. An

@@ -12,10 +12,10 @@ from fastapi.templating import Jinja2Templates
 from app.config import Settings
 from app.console.charts import per_day_chart, storage_chart
 from app.console.format import FILTERS
-from app.console.session import clear_session, cookie_token, csrf_token
 from app.errors import AuthenticationError
 from app.models.user import Role, User
 from app.services.access.auth import decode_token, user_for_claims
+from app.services.access.session import clear_session, cookie_token, csrf_token
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.config import LoginSettings, Settings
-from app.console.session import SESSION_COOKIE, csrf_token
 from app.models.user import Role, UserCreate
 from app.models.wal import WalSegment
 from app.services.access import auth as auth_service
+from app.services.access.session import SESSION_COOKIE, csrf_token
 from tests.support.accounts import TEST_PASSWORD, Account
 
 

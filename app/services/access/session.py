@@ -1,4 +1,5 @@
-"""The console's browser session: the JWT in an httpOnly cookie, and its CSRF token.
+"""The browser session of the console: the JWT in an httpOnly cookie, and its CSRF token
+(the API accepts both; the console sets them).
 
 The CSRF token is an HMAC of the session token under the JWT secret, so it needs no
 storage, is bound to one session and changes with it. Pages carry it in a meta tag;
