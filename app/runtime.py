@@ -52,5 +52,6 @@ async def open_runtime(settings: Settings, *, runs_own_jobs: bool = False,
             yield Runtime(settings, mongo, targets, runner)
         finally:
             await runner.stop()
+            await targets.close()
     finally:
         await mongo.close()

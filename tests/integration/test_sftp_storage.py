@@ -306,4 +306,8 @@ async def test_backup_verify_restore_through_sftp(settings: Settings, admin: Acc
     assert isinstance(targets.default, StorageWrapper)
     store = targets.default.unwrapped()
     assert isinstance(store, SftpStorage)
-    await store.close()
+    link = store.session._link
+    assert link is not None
+    assert link.conn is not None
+    await targets.close()  # what the runtime does when it stops
+    assert link.conn is None

@@ -8,7 +8,12 @@ from app.config import Settings, StorageBackend, StorageTargetSettings
 from app.errors import AppError, InvalidInputError
 from app.services.storage.base import Storage
 from app.services.storage.local import LocalStorage
-from app.services.storage.wrappers import RetryingStorage, ThrottledStorage, is_throttled
+from app.services.storage.wrappers import (
+    RetryingStorage,
+    StorageWrapper,
+    ThrottledStorage,
+    is_throttled,
+)
 
 if TYPE_CHECKING:
     from app.models.backup import Backup
@@ -148,6 +153,14 @@ class StorageTargets:
 
     def for_backup(self, backup: "Backup") -> Storage:
         return self.stores[self.name_for(backup)]
+
+    async def close(self) -> None:
+        """Close the backends that hold connections (SFTP), under their wrappers."""
+        for store in self.stores.values():
+            backend = store.unwrapped() if isinstance(store, StorageWrapper) else store
+            close = getattr(backend, "close", None)
+            if close is not None:
+                await close()
 
     def for_copy(self, name: str) -> Storage | None:
         """A copy's target, or None when it is not configured."""
