@@ -117,14 +117,21 @@ async def test_source_dying_mid_dump(settings: Settings, admin: Account, big: st
     progress = Progress()
     task = asyncio.create_task(back_up(slow, store(slow), progress,
                                        DatabaseBackupCreate(source="big"), admin=admin.user.id))
-    # Early, while pg_dump is surely still sending (zstd holds megabytes in flight).
-    while progress.bytes_read < 1024 * 1024:
-        await asyncio.sleep(0.01)
+    # While pg_dump is in the middle of copying rows: killed any later, when the pipeline
+    # has taken in the rest of the dump, pg_dump would have nothing left to fail on.
     conn = await asyncpg.connect(PG_URI)
-    killed = await conn.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = $1 AND application_name = 'pg_dump'", big)
-    await conn.close()
+    try:
+        killed = 0
+        for _ in range(1000):
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND application_name = 'pg_dump' AND state = 'active' "
+                "AND query LIKE 'COPY%'", big)
+            if killed or task.done():
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
     assert killed == 1
     with pytest.raises(AppError, match="pg_dump exited with status 1"):
         await task
