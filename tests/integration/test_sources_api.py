@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from app.config import Settings, SourceKind, SourceSettings
 from app.main import create_app
 from app.models.schedule import ScheduleKind
-from app.services.ops.probes import probe_postgres, scrub
+from app.services.ops.probes import probe_database, scrub
 from tests.support.accounts import Account
 from tests.support.dashboard import add_backup, add_schedule, clear_schedules
 from tests.support.settings import IPFS_API, MONGO_DB, PG_DB, PG_URI, make_settings
@@ -160,7 +160,7 @@ async def test_a_silent_server_is_given_up_on_in_time() -> None:
     source = SourceSettings(name="silent", kind=SourceKind("postgres"),
                             uri=SecretStr(f"postgresql://u:silent-pw-4410@127.0.0.1:{port}/x"))
     started = time.monotonic()
-    result = await probe_postgres(source, timeout=0.5)
+    result = await probe_database(source, timeout=0.5)
     assert time.monotonic() - started < 10  # not forever (a loaded machine is slow)
     assert result.reachable is False
     assert result.error == "no answer within 0.5 s"

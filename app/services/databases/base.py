@@ -1,9 +1,10 @@
 """What every source reports about a dump, and what every kind of database provides."""
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
-from app.config import Settings, SourceSettings
+from app.config import Settings, SourceCheck, SourceSettings
 from app.errors import AppError
 from app.models.backup import BackupKind, ContentEntry
 from app.models.requests import DatabaseBackupCreate
@@ -65,6 +66,22 @@ class DatabaseKind(Protocol):
                             expected: list[ContentEntry]
                             ) -> tuple[list[ContentEntry], list[str]]:
         """Parse the plaintext; what it holds and how it differs from `expected`."""
+
+    item_word: str  # what its manifest entries are: "table", "collection"
+
+    async def server_version(self, source: SourceSettings, timeout: float) -> str | None:
+        """Connect and ask the server's version (raises when it cannot)."""
+
+    async def count_check(self, source: SourceSettings, database: str, check: SourceCheck,
+                          backup_time: datetime) -> float:
+        """A restore drill's check of the source, run on `database` (its scratch copy)."""
+
+    async def drop_database(self, source: SourceSettings, database: str) -> None:
+        """Drop `database` on the source's server (a drill's scratch database)."""
+
+    async def tool_problem(self, settings: Settings, version: str | None
+                           ) -> tuple[dict[str, Any], str | None]:
+        """Facts about the dump tool, and why it cannot serve a server of `version`."""
 
     def restore_command(self, steps: list[str], filename: str, database: str) -> str:
         """The stock-tool command that ends the pipeline `steps` (decrypt, decompress;

@@ -7,7 +7,6 @@ Kubo and Gaia hubs, a catalog write, and that each notification URL parses.
 
 import asyncio
 import os
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from app.models.doctor import (
 from app.models.stats import HealthReport, HealthStatus
 from app.services.artifacts.stages import from_bytes
 from app.services.catalog.stats import HEALTH_ORDER
-from app.services.databases.postgres.source import PgTools
+from app.services.databases.kinds import kind_of
 from app.services.jobs.runner import error_text
 from app.services.ops.probes import probe_database
 from app.services.ops.space import space_checks
@@ -41,7 +40,6 @@ log = structlog.get_logger(__name__)
 TIMEOUT_SECONDS = 10.0
 PROBE_PREFIX = "doctor-probe/"
 PROBE_BYTES = 4096
-MAJOR = re.compile(r"(\d+)")
 
 
 def _ms(started: float) -> float:
@@ -78,27 +76,18 @@ async def storage_check(name: str, storage: Storage) -> DoctorCheck:
                        latency_ms=_ms(started), facts={"kind": storage.name})
 
 
-def major(version: str | None) -> int | None:
-    found = MAJOR.search(version or "")
-    return int(found.group(1)) if found else None
-
-
 async def source_check(settings: Settings, source: SourceSettings) -> DoctorCheck:
-    """Reachable and its version; for PostgreSQL, pg_dump at least the server's major."""
+    """Reachable and its version, and its kind's dump tool can serve it (pg_dump at least
+    the server's major)."""
     probe = await probe_database(source)
     if not probe.reachable:
         return DoctorCheck(area="source", name=source.name, status=CheckStatus.failed,
                            detail=f"not reachable: {probe.error}")
     facts: dict[str, Any] = {"kind": source.kind.value, "serverVersion": probe.server_version}
-    status, detail = CheckStatus.ok, f"server {probe.server_version}"
-    if source.kind.value == "postgres":
-        tool = await PgTools(settings.tools.pg_bin_dir).version("pg_dump")
-        facts["toolVersion"] = tool
-        server, dump = major(probe.server_version), major(tool.rsplit(" ", 1)[-1])
-        if server is None or dump is None or dump < server:
-            status = CheckStatus.failed
-            detail = (f"pg_dump {dump} is older than the server's major {server}: dumps "
-                      "would fail (install a newer pg_dump or set BACKUP_TOOLS__PG_BIN_DIR)")
+    tool, problem = await kind_of(source.kind).tool_problem(settings, probe.server_version)
+    facts.update(tool)
+    status = CheckStatus.failed if problem else CheckStatus.ok
+    detail = problem or f"server {probe.server_version}"
     return DoctorCheck(area="source", name=source.name, status=status,
                        latency_ms=probe.latency_ms, facts=facts, detail=detail)
 

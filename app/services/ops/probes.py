@@ -8,16 +8,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import asyncpg
 import httpx
-from pymongo import AsyncMongoClient
 
 from app.config import ContentSourceSettings, ContentType, Settings, SourceSettings
 from app.errors import NotFoundError
-from app.services.databases.postgres.source import Connection
+from app.services.databases.kinds import kind_of
 
 TIMEOUT_SECONDS = 5.0
 
@@ -62,50 +59,12 @@ async def _timed(check: Callable[[], Awaitable[str | None]], uri: str,
                        latency_ms=round((time.perf_counter() - started) * 1000, 1))
 
 
-async def probe_postgres(source: SourceSettings, timeout: float = TIMEOUT_SECONDS
-                         ) -> ProbeResult:
-    """Connect and ask `server_version`."""
-    uri = source.uri.get_secret_value()
-
-    async def check() -> str | None:
-        conn = await asyncpg.connect(Connection.parse(uri, source.database_name()).dsn,
-                                     timeout=timeout)
-        try:
-            return str(await conn.fetchval("SHOW server_version"))
-        finally:
-            await conn.close()
-
-    return await _timed(check, uri, timeout)
-
-
-async def probe_mongodb(source: SourceSettings, timeout: float = TIMEOUT_SECONDS
-                        ) -> ProbeResult:
-    """Select a server and ask `buildInfo`."""
-    uri = source.uri.get_secret_value()
-
-    async def check() -> str | None:
-        ms = int(timeout * 1000)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="backvault-probe")
-        try:
-            info = await client.admin.command("buildInfo")
-            return str(info.get("version")) if info.get("version") else None
-        finally:
-            await client.close()
-
-    return await _timed(check, uri, timeout)
-
-
-DATABASE_PROBES: dict[str, Callable[[SourceSettings, float], Awaitable[ProbeResult]]] = {
-    "postgres": probe_postgres, "mongodb": probe_mongodb}
-
-
 async def probe_database(source: SourceSettings, timeout: float = TIMEOUT_SECONDS
                          ) -> ProbeResult:
-    probe = DATABASE_PROBES.get(source.kind.value)
-    if probe is None:
-        return ProbeResult(False, error=f"no probe for {source.kind.value} sources")
-    return await probe(source, timeout)
+    """Connect and ask the server's version, the way its kind of database does."""
+    kind = kind_of(source.kind)
+    return await _timed(lambda: kind.server_version(source, timeout),
+                        source.uri.get_secret_value(), timeout)
 
 
 def content_endpoint(settings: Settings, source: ContentSourceSettings) -> tuple[str, bool]:

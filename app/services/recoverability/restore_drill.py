@@ -24,7 +24,6 @@ from app.services.databases.kinds import kind_of
 from app.services.databases.restore import protected_reason
 from app.services.jobs.runner import Progress, error_text
 from app.services.recoverability.scratch import (
-    ITEM_WORD,
     drop_scratch,
     run_check,
     scratch_source,
@@ -118,7 +117,7 @@ class Drill:
             database=self.database, drop_existing=False)
 
     def compare_counts(self, counts: dict[str, int]) -> None:
-        word = ITEM_WORD.get(self.source.kind.value, "item")
+        word = kind_of(self.source.kind).item_word
         for entry in self.backup.contents:
             if entry.count is None:
                 continue
@@ -131,12 +130,6 @@ class Drill:
     async def source_checks(self) -> None:
         checks = self.settings.drills.for_source(self.source.name).checks
         for check in checks:
-            wants_sql = self.source.kind.value == "postgres"
-            if (check.sql is not None) != wants_sql:
-                self.check(f"check {check.name}", False,
-                           f"a {self.source.kind.value} source needs "
-                           f"{'sql' if wants_sql else 'collection'}")
-                continue
             try:
                 value = await run_check(self.source, self.database, check,
                                         self.backup.created_at)
