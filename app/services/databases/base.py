@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import ModuleType
 from typing import Any, Protocol
 
 from app.config import Settings, SourceCheck, SourceSettings
@@ -86,3 +87,27 @@ class DatabaseKind(Protocol):
     def restore_command(self, steps: list[str], filename: str, database: str) -> str:
         """The stock-tool command that ends the pipeline `steps` (decrypt, decompress;
         empty when the file is read directly) and restores into NEW_DB."""
+
+
+class DelegatedChecks:
+    """The checks beside backup and restore, answered by a kind's `checks` module (its
+    `server_version`, `count_check`, `drop_database` and `tool_problem` functions)."""
+
+    checks: ModuleType
+
+    async def server_version(self, source: SourceSettings, timeout: float) -> str | None:
+        version: str | None = await self.checks.server_version(source, timeout)
+        return version
+
+    async def count_check(self, source: SourceSettings, database: str, check: SourceCheck,
+                          backup_time: datetime) -> float:
+        return float(await self.checks.count_check(source, database, check, backup_time))
+
+    async def drop_database(self, source: SourceSettings, database: str) -> None:
+        await self.checks.drop_database(source, database)
+
+    async def tool_problem(self, settings: Settings, version: str | None
+                           ) -> tuple[dict[str, Any], str | None]:
+        found: tuple[dict[str, Any], str | None] = await self.checks.tool_problem(
+            settings, version)
+        return found

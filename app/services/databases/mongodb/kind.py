@@ -1,24 +1,24 @@
 """MongoDB as a DatabaseKind: our own mongodump-archive writer and reader."""
 
 import shlex
-from datetime import datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from app.config import Settings, SourceCheck, SourceSettings
+from app.config import Settings, SourceSettings
 from app.models.backup import BackupKind, ContentEntry
 from app.models.requests import DatabaseBackupCreate
 from app.services.artifacts.stages import Chunks, Digest
-from app.services.databases.base import DumpInfo, SourceError
-from app.services.databases.mongodb import checks
+from app.services.databases.base import DelegatedChecks, DumpInfo, SourceError
+from app.services.databases.mongodb import checks as kind_checks
 from app.services.databases.mongodb.archive import NamespaceEnd, read_archive
 from app.services.databases.mongodb.facts import FACTS
 from app.services.databases.mongodb.source import DumpOptions, MongoSource, restore_archive
 
 
-class MongoKind:
+class MongoKind(DelegatedChecks):
+    checks = kind_checks
     backup_kind = BackupKind(FACTS.name)
     format_name = "mongoarchive"
     system_databases = frozenset({"admin", "local", "config"})
@@ -88,20 +88,6 @@ class MongoKind:
         archive = "--archive" if steps else f"--archive={shlex.quote(filename)}"
         return " | ".join([*steps, f"mongorestore --uri='mongodb://USER@HOST:PORT/' {archive} "
                                    f"--nsFrom={shlex.quote(database + '.*')} --nsTo='NEW_DB.*'"])
-
-    async def server_version(self, source: SourceSettings, timeout: float) -> str | None:
-        return await checks.server_version(source, timeout)
-
-    async def count_check(self, source: SourceSettings, database: str, check: SourceCheck,
-                          backup_time: datetime) -> float:
-        return await checks.count_check(source, database, check, backup_time)
-
-    async def drop_database(self, source: SourceSettings, database: str) -> None:
-        await checks.drop_database(source, database)
-
-    async def tool_problem(self, settings: Settings, version: str | None
-                           ) -> tuple[dict[str, Any], str | None]:
-        return await checks.tool_problem(settings, version)
 
 
 KIND = MongoKind()

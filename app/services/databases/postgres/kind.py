@@ -4,16 +4,14 @@ import asyncio
 import shlex
 import tempfile
 from contextlib import aclosing
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from app.config import Settings, SourceCheck, SourceSettings
+from app.config import Settings, SourceSettings
 from app.models.backup import BackupKind, ContentEntry
 from app.models.requests import DatabaseBackupCreate
 from app.services.artifacts.stages import Chunks, Digest
-from app.services.databases.base import DumpInfo, SourceError
-from app.services.databases.postgres import checks
+from app.services.databases.base import DelegatedChecks, DumpInfo, SourceError
+from app.services.databases.postgres import checks as kind_checks
 from app.services.databases.postgres.archive import check_pg_archive
 from app.services.databases.postgres.facts import FACTS
 from app.services.databases.postgres.source import PgDumpOptions, PgTools, PostgresSource
@@ -42,7 +40,8 @@ def _compare_tables(found: dict[str, int], expected: list[ContentEntry]) -> list
     return problems
 
 
-class PostgresKind:
+class PostgresKind(DelegatedChecks):
+    checks = kind_checks
     backup_kind = BackupKind(FACTS.name)
     format_name = "pgdump"
     system_databases = frozenset({"postgres", "template0", "template1"})
@@ -119,20 +118,6 @@ class PostgresKind:
         restore = (f"pg_restore --no-owner {connection} -d NEW_DB"
                    + ("" if steps else f" {shlex.quote(filename)}"))
         return f"createdb {connection} -T template0 NEW_DB && " + " | ".join([*steps, restore])
-
-    async def server_version(self, source: SourceSettings, timeout: float) -> str | None:
-        return await checks.server_version(source, timeout)
-
-    async def count_check(self, source: SourceSettings, database: str, check: SourceCheck,
-                          backup_time: datetime) -> float:
-        return await checks.count_check(source, database, check, backup_time)
-
-    async def drop_database(self, source: SourceSettings, database: str) -> None:
-        await checks.drop_database(source, database)
-
-    async def tool_problem(self, settings: Settings, version: str | None
-                           ) -> tuple[dict[str, Any], str | None]:
-        return await checks.tool_problem(settings, version)
 
 
 KIND = PostgresKind()
