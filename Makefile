@@ -7,7 +7,7 @@ SERVICES := scripts/services
 # Connection settings of the local services, exported for the step that needs them.
 WITH_SERVICES = set -a && eval "$$($(SERVICES) env)" && set +a &&
 
-.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench bench-content bench-list
+.PHONY: run test check lint typecheck pytest services services-down status venv demo clean bench bench-content bench-list bench-pitr
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed, found " + sys.version.split()[0])'
@@ -69,9 +69,8 @@ bench-list: venv services
 
 # PITR on a throwaway cluster of its own: RPO with the primary killed, pgbench tps without
 # and with archiving, restore to the latest time (bench/pitr.py; sizes by PITR_BENCH_*).
-.PHONY: bench-pitr
 bench-pitr: venv services
 	$(WITH_SERVICES) $(BIN)/python -m bench.pitr
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

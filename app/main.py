@@ -57,13 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     routers = [system.router, auth.router, jobs.router, backups.router, schedules.router,
-               audit_api.router]
-    routers.append(catalog_api.router)
-    routers.append(verifications_api.router)
-    routers.append(drills_api.router)
-    routers.append(managed_sources.router)
-    routers.append(pitr_api.router)
-    routers.append(sources_api.router)
+               audit_api.router, catalog_api.router, verifications_api.router,
+               drills_api.router, managed_sources.router, pitr_api.router, sources_api.router]
     for router in routers:
         app.include_router(router)
     install_console(app)

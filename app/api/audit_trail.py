@@ -16,17 +16,18 @@ from urllib.parse import parse_qsl
 
 import structlog
 from beanie import PydanticObjectId
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
 from app.models.user import User
 from app.services.access.auth import decode_token
+from app.services.access.session import SAFE_METHODS, bearer_token
 from app.services.ops import audit
 
 log = structlog.get_logger(__name__)
 
 AUDITED_PREFIXES = ("/api/",)
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATH = "/api/auth/token"
 WRITE_TIMEOUT_SECONDS = 30.0
 # Query parameters the API defines; any other one's value is not recorded (it could be
@@ -90,14 +91,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def _user_from_token(scope: Scope) -> User | None:
     """The user of a valid bearer token, for requests refused before authentication ran."""
-    authorization = _header(scope, b"authorization") or ""
-    scheme, _, token = authorization.partition(" ")
+    token = bearer_token(Headers(scope=scope))
     app = scope.get("app")
     settings: Settings | None = getattr(getattr(app, "state", None), "settings", None)
-    if scheme.lower() != "bearer" or not token or settings is None:
+    if token is None or settings is None:
         return None
     try:
-        claims = decode_token(token.strip(), settings)
+        claims = decode_token(token, settings)
         return await User.get(PydanticObjectId(claims.user_id))
     except Exception:  # an invalid token is simply no user
         return None

@@ -34,7 +34,7 @@ from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport, HealthStatus
 from app.models.storage import StoredFile
 from app.models.user import Role
-from app.scheduler import schedules
+from app.scheduler import status as schedule_runs
 from app.services.artifacts.read import require_artifact
 from app.services.catalog import dashboard, downloads, stats, trash
 from app.services.catalog import queries as catalog
@@ -135,7 +135,7 @@ async def create_full_backup(body: FullBackupCreate, user: AdminUser,
 @router.get("/schedule/status", response_model=list[ScheduleStatus])
 async def schedule_status(settings: SettingsDep, _: CurrentUser) -> list[ScheduleStatus]:
     """Each schedule with its last run, that run's outcome, and its next run."""
-    return await schedules.schedule_status(settings=settings)
+    return await schedule_runs.schedule_status(settings=settings)
 
 
 @router.post("/cleanup", response_model=JobOut | CleanupResult,

@@ -6,15 +6,21 @@ A pure ASGI middleware (not BaseHTTPMiddleware) so that responses keep streaming
 import asyncio
 import json
 import re
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import AuthenticationError, error_body
+from app.errors import (
+    AppError,
+    AuthenticationError,
+    BadRequestError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    error_body,
+)
 from app.services.access.auth import decode_token
-from app.services.access.session import cookie_token
+from app.services.access.session import bearer_token, cookie_token
 
 # The only /api operation that takes a body without a token.
 OPEN_BODY_ROUTES = {("POST", "/api/auth/token")}
@@ -23,15 +29,6 @@ _OPENERS = (ord("["), ord("{"))
 _CLOSERS = (ord("]"), ord("}"))
 _QUOTE = ord('"')
 _BACKSLASH = ord("\\")
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None, details: Any = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-        self.details = details
 
 
 def json_too_deep(body: bytes, limit: int) -> bool:
@@ -69,11 +66,6 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _bearer(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 class RequestLimits:
     """Refuses oversized (413), slow (408), too deeply nested (400) and anonymous (401) bodies."""
 
@@ -87,21 +79,20 @@ class RequestLimits:
             return
         headers = Headers(scope=scope)
         try:
-            if not self._has_body(headers):
-                await self.app(scope, receive, send)
-                return
-            self._check_token(scope, headers)
-            body = await self._read_body(receive)
-            if body is None:  # the client went away
-                return
-            if _is_json(headers.get("content-type")) and json_too_deep(
-                    body, self.settings.http.max_json_depth):
-                raise Refusal(400, "bad_request", "JSON nested deeper than "
-                              f"{self.settings.http.max_json_depth} levels")
-        except Refusal as refusal:
+            if self._has_body(headers):
+                self._check_token(scope, headers)
+                body = await self._read_body(receive)
+                if body is None:  # the client went away
+                    return
+                if _is_json(headers.get("content-type")) and json_too_deep(
+                        body, self.settings.http.max_json_depth):
+                    raise BadRequestError("JSON nested deeper than "
+                                          f"{self.settings.http.max_json_depth} levels")
+                receive = _replay(body, receive)
+        except AppError as refusal:  # raised by the checks above, never by the app
             await _send_refusal(send, refusal)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, receive, send)
 
     def _has_body(self, headers: Headers) -> bool:
         """From the headers alone; a declared length over the limit is refused at once."""
@@ -111,15 +102,16 @@ class RequestLimits:
         if declared is None:
             return False
         if not declared.strip().isdigit():
-            raise Refusal(400, "bad_request", "Content-Length is not a number")
+            raise BadRequestError("Content-Length is not a number")
         length = int(declared)
         if length > self.settings.http.max_body_bytes:
-            raise Refusal(413, "payload_too_large", self._too_large_message(),
-                          details={"maxBytes": self.settings.http.max_body_bytes})
+            raise self._too_large()
         return length > 0
 
-    def _too_large_message(self) -> str:
-        return f"Request body is larger than {self.settings.http.max_body_bytes} bytes"
+    def _too_large(self) -> PayloadTooLargeError:
+        limit = self.settings.http.max_body_bytes
+        return PayloadTooLargeError(f"Request body is larger than {limit} bytes",
+                                    {"maxBytes": limit})
 
     def _check_token(self, scope: Scope, headers: Headers) -> None:
         """Bodies for /api need a valid token (bearer or session cookie) first: signature and
@@ -130,16 +122,13 @@ class RequestLimits:
         if (scope["method"], path.rstrip("/")) in OPEN_BODY_ROUTES:
             return
         # The console's session cookie counts too; its CSRF check comes with the route.
-        token = _bearer(headers) or cookie_token(headers)
-        try:
-            if token is None:
-                raise AuthenticationError("Not authenticated")
-            decode_token(token, self.settings)
-        except AuthenticationError as exc:
-            raise Refusal(401, exc.code, exc.message, dict(exc.headers or {})) from exc
+        token = bearer_token(headers) or cookie_token(headers)
+        if token is None:
+            raise AuthenticationError("Not authenticated")
+        decode_token(token, self.settings)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or a Refusal once it passes the limit or the time allowed."""
+        """The whole body, or an AppError once it passes the limit or the time allowed."""
         limit = self.settings.http.max_body_bytes
         chunks: list[bytes] = []
         size = 0
@@ -152,14 +141,14 @@ class RequestLimits:
                     chunk: bytes = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        raise Refusal(413, "payload_too_large", self._too_large_message(),
-                                      details={"maxBytes": limit})
+                        raise self._too_large()
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError as exc:
-            raise Refusal(408, "request_timeout", "Request body did not arrive within "
-                          f"{self.settings.http.body_timeout_seconds:g} seconds") from exc
+            raise RequestTimeoutError("Request body did not arrive within "
+                                      f"{self.settings.http.body_timeout_seconds:g} seconds"
+                                      ) from exc
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -176,11 +165,12 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _send_refusal(send: Send, refusal: Refusal) -> None:
+async def _send_refusal(send: Send, refusal: AppError) -> None:
     payload = json.dumps(error_body(refusal.code, refusal.message, refusal.details)).encode()
     # The body was not (all) read: close the connection rather than read the rest.
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]
-    headers += [(k.lower().encode(), v.encode()) for k, v in refusal.headers.items()]
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    headers += [(k.lower().encode(), v.encode()) for k, v in (refusal.headers or {}).items()]
+    await send({"type": "http.response.start", "status": refusal.status_code,
+                "headers": headers})
     await send({"type": "http.response.body", "body": payload})

@@ -4,6 +4,7 @@ Reads go through the API in process (app/console/api.py); actions are sent by th
 browser to the API itself, with the session cookie and the CSRF header.
 """
 
+import asyncio
 from typing import Annotated, Any
 
 from beanie import PydanticObjectId
@@ -43,9 +44,10 @@ async def backup_page(request: Request, session: SessionDep,
     items: ApiAnswer | None = None
     history: ApiAnswer | None = None
     if backup.ok:
-        manifest = await api_get(request, session.token, f"/api/backups/{backup_id}/manifest")
-        history = await api_get(request, session.token,
-                                f"/api/backups/{backup_id}/verifications", {"limit": 20})
+        manifest, history = await asyncio.gather(
+            api_get(request, session.token, f"/api/backups/{backup_id}/manifest"),
+            api_get(request, session.token, f"/api/backups/{backup_id}/verifications",
+                    {"limit": 20}))
         if backup.data.get("kind") == "content":
             items = await api_get(request, session.token, f"/api/backups/{backup_id}/items",
                                   {"limit": 200})
@@ -109,9 +111,10 @@ async def schedule_page(request: Request, session: SessionDep,
 
 @router.get("/sources")
 async def sources_page(request: Request, session: SessionDep) -> Response:
-    sources = await api_get(request, session.token, "/api/sources")
-    managed = await api_get(request, session.token, "/api/sources/managed")
-    pitr = await api_get(request, session.token, "/api/pitr")
+    sources, managed, pitr = await asyncio.gather(
+        api_get(request, session.token, "/api/sources"),
+        api_get(request, session.token, "/api/sources/managed"),
+        api_get(request, session.token, "/api/pitr"))
     return render(request, "sources.html", session, nav="sources", sources=sources,
                   managed=managed, pitr=pitr)
 

@@ -1,6 +1,6 @@
-"""Schedules: defaults seeded from settings, edits, fires claimed once, and their jobs."""
+"""Schedules: defaults seeded from settings, checks, edits and views (their fires are in
+fires.py, their last and next runs in status.py)."""
 
-from datetime import datetime, timedelta
 
 import structlog
 from beanie import PydanticObjectId
@@ -10,56 +10,27 @@ from pymongo.errors import DuplicateKeyError
 
 from app.config import Settings
 from app.errors import ConflictError, InvalidInputError, NotFoundError, validation_details
-from app.models.backup import BackupType
 from app.models.common import document_alias, utcnow
-from app.models.content import ContentBackupCreate
-from app.models.job import FINISHED_JOB_STATUSES, BackupJob, JobKind, JobStatus, JobTrigger
-from app.models.job_params import (
-    CleanupParams,
-    ContentParams,
-    DatabaseParams,
-    DrillParams,
-    JobParams,
-    PitrBaseBackupParams,
-    ReportParams,
-    ReverifyParams,
-)
-from app.models.requests import DatabaseBackupCreate
 from app.models.schedule import (
-    FireStatus,
-    LastRun,
     Schedule,
     ScheduleCreate,
-    ScheduleFire,
     ScheduleKind,
     ScheduleOut,
-    ScheduleStatus,
     ScheduleUpdate,
     StoredSchedule,
     check_stored,
     describe_error,
     schedule_out,
 )
-from app.scheduler.cron import checked_trigger, crontab_trigger
-from app.services.access.auth import system_user_id
+from app.scheduler.cron import checked_trigger
 from app.services.databases.backup import check_copy_targets
-from app.services.jobs.runner import JobRunner
 from app.services.recoverability.drills import check_drill_schedule
 
 log = structlog.get_logger(__name__)
 LEGACY_SEEDED = ("daily", "weekly", "monthly", "cleanup", "stats-report", "health-check")
 SEEDED_MARKER = "schedules-seeded"
-# Enumerating fires of a fine-grained schedule over a long outage stops here.
-MAX_OVERDUE = 10_000
 
 BACKUP_KINDS = (ScheduleKind.database, ScheduleKind.content)
-JOB_OF_KIND = {ScheduleKind.database: JobKind.database, ScheduleKind.content: JobKind.content,
-               ScheduleKind.cleanup: JobKind.cleanup,
-               ScheduleKind.stats_report: JobKind.stats_report,
-               ScheduleKind.health_check: JobKind.health_check}
-JOB_OF_KIND[ScheduleKind.restore_drill] = JobKind.restore_drill
-JOB_OF_KIND[ScheduleKind.reverify] = JobKind.reverify
-JOB_OF_KIND[ScheduleKind.pitr_basebackup] = JobKind.pitr_basebackup
 
 
 def default_schedules(settings: Settings) -> list[Schedule]:
@@ -253,182 +224,4 @@ async def delete_schedule(schedule_id: PydanticObjectId) -> ScheduleOut:
     log.info("schedule deleted", schedule=entry.name)
     out = schedule_out(entry)
     assert out is not None  # found by an ObjectId
-    return out
-
-
-def next_run(schedule: Schedule, after: datetime) -> datetime | None:
-    if not schedule.enabled:
-        return None
-    nxt: datetime | None = crontab_trigger(schedule.cron, schedule.timezone) \
-        .get_next_fire_time(None, after)
-    return nxt
-
-
-def fires_between(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
-    """Fire times t with start < t <= end, oldest first (at most MAX_OVERDUE, the newest)."""
-    trigger = crontab_trigger(schedule.cron, schedule.timezone)
-    found: list[datetime] = []
-    previous: datetime | None = None
-    now = start + timedelta(microseconds=1)
-    while True:
-        nxt = trigger.get_next_fire_time(previous, now)
-        if nxt is None or nxt > end:
-            return found
-        found.append(nxt)
-        if len(found) > MAX_OVERDUE:
-            found.pop(0)
-        previous, now = nxt, nxt + timedelta(microseconds=1)
-
-
-async def _advance(schedule_id: PydanticObjectId, fire_time: datetime) -> None:
-    await Schedule.get_pymongo_collection().update_one(
-        {"_id": schedule_id,
-         "$or": [{"lastFireAt": None}, {"lastFireAt": {"$lt": fire_time}}]},
-        {"$set": {"lastFireAt": fire_time}})
-
-
-async def claim_fire(schedule: Schedule, fire_time: datetime, replica: str,
-                     catch_up: bool = False) -> ScheduleFire | None:
-    """The fire's unique lease: only one replica's insert succeeds."""
-    assert schedule.id is not None
-    fire = ScheduleFire(schedule_id=schedule.id, schedule_name=schedule.name,
-                        fire_time=fire_time, replica=replica, catch_up=catch_up)
-    try:
-        await fire.insert()
-    except DuplicateKeyError:
-        return None
-    await _advance(schedule.id, fire_time)
-    return fire
-
-
-async def record_missed(schedule: Schedule, missed: list[datetime], replica: str) -> None:
-    """One record for a run of fires nobody ran (oldest first in `missed`)."""
-    if not missed:
-        return
-    assert schedule.id is not None
-    fire = ScheduleFire(schedule_id=schedule.id, schedule_name=schedule.name,
-                        fire_time=missed[-1], status=FireStatus.missed, replica=replica,
-                        missed_count=len(missed), missed_from=missed[0])
-    try:
-        await fire.insert()
-    except DuplicateKeyError:
-        return
-    await _advance(schedule.id, missed[-1])
-    log.warning("schedule fires missed", schedule=schedule.name, count=len(missed),
-                first=missed[0].isoformat(), last=missed[-1].isoformat())
-
-
-def schedule_targets(settings: Settings, schedule: Schedule) -> list[str | None]:
-    """The sources one fire runs a job for (None: one job not tied to a source)."""
-    if schedule.kind is ScheduleKind.restore_drill:
-        return list(schedule.sources) or [None]
-    if schedule.kind is ScheduleKind.pitr_basebackup:
-        return list(schedule.sources or settings.pitr.sources)
-    if schedule.kind not in BACKUP_KINDS:
-        return [None]
-    if schedule.sources:
-        return list(schedule.sources)
-    if schedule.kind is ScheduleKind.content:
-        return list(settings.content_source_names())
-    return list(settings.enabled_database_sources())
-
-
-def _params(schedule: Schedule, source: str | None, fire: ScheduleFire) -> JobParams:
-    """The params of one job of a fire: each carries the fire's time."""
-    notes = f"Scheduled backup ({schedule.name})"
-    if schedule.kind is ScheduleKind.database:
-        assert source is not None
-        return DatabaseParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,
-                              request=DatabaseBackupCreate(
-                                  source=source, retention_days=schedule.retention_days,
-                                  notes=notes, copy_targets=schedule.copy_targets))
-    if schedule.kind is ScheduleKind.content:
-        assert source is not None
-        return ContentParams(fire_time=fire.fire_time, backup_type=BackupType.automatic,
-                             request=ContentBackupCreate(
-                                 source=source, retention_days=schedule.retention_days,
-                                 notes=notes))
-    if schedule.kind is ScheduleKind.cleanup:
-        return CleanupParams(fire_time=fire.fire_time)
-    if schedule.kind is ScheduleKind.restore_drill:
-        return DrillParams(fire_time=fire.fire_time, source=source)
-    if schedule.kind is ScheduleKind.reverify:
-        return ReverifyParams(fire_time=fire.fire_time)
-    if schedule.kind is ScheduleKind.pitr_basebackup:
-        assert source is not None
-        return PitrBaseBackupParams(fire_time=fire.fire_time, source=source,
-                                    backup_type=BackupType.automatic)
-    return ReportParams(fire_time=fire.fire_time)
-
-
-async def dispatch(runner: JobRunner, schedule: Schedule, fire: ScheduleFire) -> list[BackupJob]:
-    """Queue the fire's jobs; idempotent, so an interrupted dispatch can be redone."""
-    assert fire.id is not None
-    assert schedule.id is not None
-    done = {job.source: job async for job in BackupJob.find({"fireId": fire.id})}
-    author = await system_user_id()
-    jobs = list(done.values())
-    for source in schedule_targets(runner.settings, schedule):
-        if source in done:
-            continue
-        jobs.append(await runner.submit(
-            JOB_OF_KIND[schedule.kind], _params(schedule, source, fire), source=source,
-            trigger=JobTrigger.schedule, requested_by=author, schedule_id=schedule.id,
-            fire_id=fire.id))
-    await ScheduleFire.get_pymongo_collection().update_one(
-        {"_id": fire.id}, {"$set": {"status": FireStatus.dispatched.value,
-                                    "jobIds": [j.id for j in jobs], "updatedAt": utcnow()}})
-    log.info("schedule fired", schedule=schedule.name, fire_time=fire.fire_time.isoformat(),
-             jobs=len(jobs), catch_up=fire.catch_up)
-    return jobs
-
-
-def _outcome(jobs: list[BackupJob]) -> JobStatus | None:
-    newest: dict[str | None, BackupJob] = {}
-    for job in sorted(jobs, key=lambda j: j.created_at):
-        newest[job.source] = job
-    states = {job.status for job in newest.values()}
-    for live in (JobStatus.running, JobStatus.queued):
-        if live in states:
-            return live
-    for bad in (JobStatus.failed, JobStatus.interrupted):
-        if bad in states:
-            return bad
-    return JobStatus.completed if states else None
-
-
-async def last_run(schedule_id: PydanticObjectId) -> LastRun | None:
-    fire = await ScheduleFire.find({"scheduleId": schedule_id}).sort("-fireTime").first_or_none()
-    if fire is None:
-        return None
-    jobs = await BackupJob.find({"fireId": fire.id}).to_list() if fire.id else []
-    return LastRun(
-        fire_time=fire.fire_time, status=fire.status, catch_up=fire.catch_up,
-        missed_count=fire.missed_count,
-        outcome=_outcome(jobs) if fire.status is not FireStatus.missed else None,
-        jobs=[{"id": str(j.id), "source": j.source, "status": j.status.value,
-               "error": j.error, "retryOf": str(j.retry_of) if j.retry_of else None,
-               "finishedAt": j.finished_at if j.status in FINISHED_JOB_STATUSES else None}
-              for j in jobs])
-
-
-async def schedule_status(now: datetime | None = None,
-                          settings: Settings | None = None) -> list[ScheduleStatus]:
-    """Each schedule with its last run, that run's outcome, and its next run.
-
-    A schedule that cannot run shows its error and no next run; the others are unaffected.
-    Without settings, sub-minute schedules are not reported as errors.
-    """
-    now = now or utcnow()
-    allow_sub_minute = settings.schedules.allow_sub_minute if settings else True
-    out = []
-    for entry in await load_schedules(allow_sub_minute):
-        base = schedule_out(entry)
-        if base is None:
-            continue
-        nxt = None
-        if entry.trigger is not None and base.enabled:
-            nxt = entry.trigger.get_next_fire_time(None, now)
-        out.append(ScheduleStatus(**base.model_dump(), last_run=await last_run(base.id),
-                                  next_run=nxt))
     return out

@@ -16,7 +16,7 @@ from beanie import PydanticObjectId
 
 from app.models.common import utcnow
 from app.models.schedule import FireStatus, Schedule, ScheduleFire, StoredSchedule
-from app.scheduler import schedules
+from app.scheduler import fires, schedules
 from app.services.catalog import managed_sources
 from app.services.jobs import recovery
 from app.services.jobs.runner import JobRunner
@@ -149,15 +149,15 @@ class ScheduleService:
     async def _run_fire(self, schedule: Schedule, missed: list[datetime],
                         fire_time: datetime | None, catch_up: bool = False) -> None:
         """Record the fires nobody will run, then run this one if this replica wins it."""
-        await schedules.record_missed(schedule, missed, self.replica)
+        await fires.record_missed(schedule, missed, self.replica)
         if fire_time is None:
             return
-        fire = await schedules.claim_fire(schedule, fire_time, self.replica, catch_up)
+        fire = await fires.claim_fire(schedule, fire_time, self.replica, catch_up)
         if fire is not None:
             if catch_up:
                 log.info("catching up a missed fire", schedule=schedule.name,
                          fire_time=fire_time.isoformat(), coalesced=len(missed))
-            await schedules.dispatch(self.runner, schedule, fire)
+            await fires.dispatch(self.runner, schedule, fire)
 
     async def catch_up(self, now: datetime | None = None) -> None:
         """Fires missed while no replica ran: the newest within the grace period runs
@@ -170,7 +170,7 @@ class ScheduleService:
                 continue  # reload reports it
             try:
                 since = max(filter(None, (schedule.last_fire_at, schedule.updated_at)))
-                overdue = schedules.fires_between(schedule, since, now)
+                overdue = fires.fires_between(schedule, since, now)
                 catch_up = overdue.pop() if overdue and overdue[-1] >= now - grace else None
                 await self._run_fire(schedule, overdue, catch_up, catch_up=True)
             except Exception:
@@ -192,6 +192,6 @@ class ScheduleService:
                 fire = ScheduleFire.model_validate(raw)
                 schedule = await schedules.find_schedule(fire.schedule_id)
                 if schedule is not None:
-                    await schedules.dispatch(self.runner, schedule, fire)
+                    await fires.dispatch(self.runner, schedule, fire)
             except Exception:
                 log.exception("re-dispatch failed", fire_id=str(raw.get("_id")))

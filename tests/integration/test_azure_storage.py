@@ -23,7 +23,6 @@ from app.services.storage.azure import (
 from app.services.storage.base import StorageError
 from app.services.storage.wrappers import StorageWrapper
 from tests.support import store_contract as contract
-from tests.support.accounts import Account
 from tests.support.settings import RUN
 from tests.support.storage_targets import with_targets
 
@@ -73,67 +72,8 @@ def kind() -> contract.StoreKind:
     return azure_kind()
 
 
-async def test_round_trip(kind: contract.StoreKind) -> None:
-    await contract.check_round_trip(kind)
-
-
-async def test_empty_object(kind: contract.StoreKind) -> None:
-    await contract.check_empty_object(kind)
-
-
-async def test_bounded_memory(kind: contract.StoreKind) -> None:
-    await contract.check_bounded_memory(kind)
-
-
-async def test_bad_keys(kind: contract.StoreKind) -> None:
-    await contract.check_bad_keys(kind)
-
-
-async def test_failed_stream_leaves_nothing(kind: contract.StoreKind) -> None:
-    await contract.check_failed_stream_leaves_nothing(kind)
-
-
-async def test_failed_overwrite_keeps_old(kind: contract.StoreKind) -> None:
-    await contract.check_failed_overwrite_keeps_old(kind)
-
-
-async def test_invisible_until_committed(kind: contract.StoreKind) -> None:
-    await contract.check_invisible_until_complete(kind)
-
-
-async def test_cancel_drops_staged_blocks(kind: contract.StoreKind) -> None:
-    await contract.check_cancel_aborts(kind)
-
-
-async def test_discard_incomplete(kind: contract.StoreKind) -> None:
-    await contract.check_discard_incomplete(kind)
-
-
-async def test_endpoint_cut_mid_upload(kind: contract.StoreKind) -> None:
-    await contract.check_endpoint_cut_mid_upload(kind)
-
-
-async def test_ranged_read(kind: contract.StoreKind) -> None:
-    await contract.check_ranged_read(kind)
-
-
-async def test_transient_errors_retried(kind: contract.StoreKind, settings: Settings) -> None:
-    await contract.check_transient_errors_retried(kind, settings)
-
-
-async def test_wrong_account_key(kind: contract.StoreKind) -> None:
-    await contract.check_wrong_credentials(kind)
-
-
-async def test_corrupted_object_fails_verify(kind: contract.StoreKind, settings: Settings,
-                                             admin: Account) -> None:
-    await contract.check_corrupted_object_fails_verify(kind, settings, admin)
-
-
-@pytest.mark.parametrize("primary_is_azure", [True, False])
-async def test_copy_serves_restore(kind: contract.StoreKind, settings: Settings,
-                                   admin: Account, primary_is_azure: bool) -> None:
-    await contract.check_copy_serves_restore(kind, settings, admin, primary_is_azure)
+class TestContract(contract.StoreContract):
+    """Azure: invisible until the block list is committed; cancel drops staged blocks."""
 
 
 def _sas(permission: ContainerSasPermissions) -> str:

@@ -19,7 +19,7 @@ from app.models.drill import DrillResult, RestoreDrill
 from app.models.job import JobKind
 from app.models.job_params import checked_params
 from app.models.schedule import Schedule, ScheduleFire, ScheduleKind
-from app.scheduler import schedules
+from app.scheduler import fires
 from app.scheduler.schedules import default_schedules
 from app.services.catalog.queries import update_backup
 from app.services.catalog.stats import backup_health
@@ -244,14 +244,14 @@ async def test_drill_schedules_name_their_sources_and_queue_drill_jobs(
     fire = ScheduleFire(schedule_id=schedule.id, schedule_name=schedule.name,
                         fire_time=utcnow())
     # One drill job per named source, or one of every source when none is named.
-    assert schedules.schedule_targets(settings, schedule) == ["pg"]
-    params = schedules._params(schedule, "pg", fire)
+    assert fires.schedule_targets(settings, schedule) == ["pg"]
+    params = fires.fire_params(schedule, "pg", fire)
     assert checked_params(JobKind.restore_drill, params) == {
         "source": "pg", "fireTime": params.model_dump(mode="json")["fire_time"]}
     every = schedule.model_copy(update={"sources": []})
-    assert schedules.schedule_targets(settings, every) == [None]
+    assert fires.schedule_targets(settings, every) == [None]
     rolling = schedule.model_copy(update={"kind": ScheduleKind.reverify, "sources": []})
-    assert set(checked_params(JobKind.reverify, schedules._params(rolling, None, fire))) == {
+    assert set(checked_params(JobKind.reverify, fires.fire_params(rolling, None, fire))) == {
         "fireTime"}
     assert (await client.delete(f"/api/schedules/{schedule.id}",
                                 headers=admin.headers)).status_code == 200

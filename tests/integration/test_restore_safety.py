@@ -10,7 +10,6 @@ import pytest
 from beanie import PydanticObjectId
 
 from app.config import Settings, SourceKind
-from app.models.backup import Backup
 from app.models.requests import RestoreRequest
 from app.models.user import User
 from app.services.databases.restore import ProtectedDatabaseError, plan_restore, restore
@@ -20,6 +19,7 @@ from tests.support.accounts import Account
 from tests.support.data import pg_snapshot
 from tests.support.restore_safety import (
     backup_count,
+    backup_document,
     backup_of,
     get_backup,
     restore_call,
@@ -28,12 +28,6 @@ from tests.support.restore_safety import (
 from tests.support.settings import MONGO_DB, MONGO_URI, PG_DB, RUN, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
-
-
-async def _document(backup_id: str) -> Backup:
-    found = await Backup.get(PydanticObjectId(backup_id))
-    assert found is not None
-    return found
 
 
 async def _usernames() -> list[tuple[str, str]]:
@@ -58,7 +52,7 @@ async def test_restore_into_the_catalog_is_refused(client: httpx.AsyncClient, ad
     storage = LocalStorage(settings.storage.local_dir)
     request = RestoreRequest(target_database=catalog, drop_existing=True, confirm=catalog)
     with pytest.raises(ProtectedDatabaseError, match="catalog database"):
-        await plan_restore(settings, storage, await _document(backup["id"]), request)
+        await plan_restore(settings, storage, await backup_document(backup["id"]), request)
     with pytest.raises(ProtectedDatabaseError, match="catalog database"):
         await restore(settings, storage, PydanticObjectId(backup["id"]), request, Progress(),
                       superadmin.user.id)
@@ -100,7 +94,7 @@ async def test_system_databases_are_refused_even_in_a_dry_run(
 async def test_another_sources_database_is_refused(
         client: httpx.AsyncClient, admin: Account, settings: Settings, source: str,
         kind: SourceKind, other_uri: str, other_db: str) -> None:
-    backup = await _document((await backup_of(client, admin, source))["id"])
+    backup = await backup_document((await backup_of(client, admin, source))["id"])
     configured = with_source(settings, "shop2", kind, other_uri)
     storage = LocalStorage(settings.storage.local_dir)
     for request in (RestoreRequest(target_database=other_db, dry_run=True),

@@ -20,7 +20,7 @@ from app.models.schedule import (
     ScheduleFire,
     ScheduleKind,
 )
-from app.scheduler import schedules
+from app.scheduler import fires, schedules
 from app.scheduler.service import ScheduleService
 from app.services.jobs.handlers import JOB_HANDLERS
 from app.services.jobs.runner import JobRunner
@@ -109,7 +109,7 @@ async def test_defaults_are_seeded_once(settings: Settings) -> None:
     assert seeded["stats-report"].cron == "0 5 * * 0"
     assert seeded["health-check"].cron == "0 6 1 * *"
     # The weekly default fires on Sunday (crontab's 0), not APScheduler's Monday.
-    sunday = schedules.next_run(seeded["weekly"], datetime(2026, 11, 23, tzinfo=UTC))
+    sunday = fires.next_run(seeded["weekly"], datetime(2026, 11, 23, tzinfo=UTC))
     assert sunday == datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
     await seeded["daily"].delete()
@@ -275,7 +275,7 @@ async def test_pitr_base_backup_schedules_name_pitr_sources(settings: Settings) 
     try:
         # Each fire queues one base backup per PITR source, as an automatic backup.
         everyone = created.model_copy(update={"sources": []})
-        assert schedules.schedule_targets(pitr, everyone) == ["pg"]
-        assert schedules.schedule_targets(settings, everyone) == []
+        assert fires.schedule_targets(pitr, everyone) == ["pg"]
+        assert fires.schedule_targets(settings, everyone) == []
     finally:
         await created.delete()

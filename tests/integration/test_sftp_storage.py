@@ -63,63 +63,8 @@ def kind() -> contract.StoreKind:
 
 # ---- the contract -------------------------------------------------------------------
 
-async def test_round_trip(kind: contract.StoreKind) -> None:
-    await contract.check_round_trip(kind)
-
-
-async def test_empty_object(kind: contract.StoreKind) -> None:
-    await contract.check_empty_object(kind)
-
-
-async def test_bounded_memory(kind: contract.StoreKind) -> None:
-    await contract.check_bounded_memory(kind)
-
-
-async def test_bad_keys(kind: contract.StoreKind) -> None:
-    await contract.check_bad_keys(kind)
-
-
-async def test_failed_stream_leaves_nothing(kind: contract.StoreKind) -> None:
-    await contract.check_failed_stream_leaves_nothing(kind)
-
-
-async def test_invisible_until_renamed(kind: contract.StoreKind) -> None:
-    await contract.check_invisible_until_complete(kind)
-
-
-async def test_cancel_removes_the_partial(kind: contract.StoreKind) -> None:
-    await contract.check_cancel_aborts(kind)
-
-
-async def test_discard_incomplete(kind: contract.StoreKind) -> None:
-    await contract.check_discard_incomplete(kind)
-
-
-async def test_endpoint_cut_mid_upload(kind: contract.StoreKind) -> None:
-    await contract.check_endpoint_cut_mid_upload(kind)
-
-
-async def test_ranged_read(kind: contract.StoreKind) -> None:
-    await contract.check_ranged_read(kind)
-
-
-async def test_transient_errors_retried(kind: contract.StoreKind, settings: Settings) -> None:
-    await contract.check_transient_errors_retried(kind, settings)
-
-
-async def test_wrong_password(kind: contract.StoreKind) -> None:
-    await contract.check_wrong_credentials(kind)
-
-
-async def test_corrupted_object_fails_verify(kind: contract.StoreKind, settings: Settings,
-                                             admin: Account) -> None:
-    await contract.check_corrupted_object_fails_verify(kind, settings, admin)
-
-
-@pytest.mark.parametrize("primary_is_sftp", [True, False])
-async def test_copy_serves_restore(kind: contract.StoreKind, settings: Settings,
-                                   admin: Account, primary_is_sftp: bool) -> None:
-    await contract.check_copy_serves_restore(kind, settings, admin, primary_is_sftp)
+class TestContract(contract.StoreContract):
+    """SFTP: invisible until renamed; cancel removes the partial file."""
 
 
 # ---- the host key is pinned, never learned --------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from beanie import PydanticObjectId
 
 from app.config import Settings
-from app.models.backup import Backup, ContentEntry, VerificationState
+from app.models.backup import ContentEntry, VerificationState
 from app.models.job import JobKind, JobStatus
 from app.models.requests import RestoreRequest
 from app.services.artifacts.read import IdentityMismatchError
@@ -23,6 +23,7 @@ from tests.support.accounts import Account
 from tests.support.data import pg_snapshot
 from tests.support.restore_safety import (
     backup_count,
+    backup_document,
     backup_of,
     flip_byte,
     get_backup,
@@ -33,12 +34,6 @@ from tests.support.restore_safety import (
 from tests.support.settings import RUN, pg_uri
 
 pytestmark = pytest.mark.usefixtures("source_databases")
-
-
-async def _document(backup_id: str) -> Backup:
-    found = await Backup.get(PydanticObjectId(backup_id))
-    assert found is not None
-    return found
 
 
 async def _verify(client: httpx.AsyncClient, admin: Account, backup_id: str) -> dict[str, object]:
@@ -71,12 +66,12 @@ async def test_wrong_identity_is_a_configuration_error_not_a_bad_backup(
     assert (await get_backup(client, admin, backup["id"]))["verification"] == before
 
     # The plan says so without reading the object; a real restore refuses before anything.
-    plan = await plan_restore(wrong, storage, await _document(backup["id"]),
+    plan = await plan_restore(wrong, storage, await backup_document(backup["id"]),
                               RestoreRequest(target_database=f"bv_never_{RUN}", dry_run=True))
     assert plan.identity_ok is False
     assert plan.artifact_ok is True
     with pytest.raises(IdentityMismatchError, match="identity does not match a recipient"):
-        await plan_restore(wrong, storage, await _document(backup["id"]),
+        await plan_restore(wrong, storage, await backup_document(backup["id"]),
                            RestoreRequest(target_database=f"bv_never_{RUN}"))
 
 
@@ -170,7 +165,7 @@ async def test_postgres_deep_verify_counts_rows(client: httpx.AsyncClient, admin
     assert record["verification"]["deep"] is True
 
     # A manifest that disagrees with the archive fails, naming the table and both counts.
-    document = await _document(backup["id"])
+    document = await backup_document(backup["id"])
     document.contents = [ContentEntry(name=c.name, bytes=c.bytes,
                                       count=499 if c.name == "public.posts" else c.count)
                          for c in document.contents]

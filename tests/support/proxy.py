@@ -31,7 +31,7 @@ class CuttingProxy:
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    async def pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     upstream: bool) -> None:
         try:
             while data := await reader.read(65536):
@@ -62,8 +62,8 @@ class CuttingProxy:
             return
         self.writers |= {client_writer, server_writer}
         try:
-            await asyncio.gather(self._pipe(client_reader, server_writer, True),
-                                 self._pipe(server_reader, client_writer, False))
+            await asyncio.gather(self.pipe(client_reader, server_writer, True),
+                                 self.pipe(server_reader, client_writer, False))
         finally:
             self.writers -= {client_writer, server_writer}
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pyrage
+from beanie import PydanticObjectId
 from pydantic import SecretStr
 
 from app.config import Settings, SourceKind, SourceSettings
@@ -71,3 +72,10 @@ def with_source(settings: Settings, name: str, kind: SourceKind, uri: str) -> Se
 
 async def backup_count() -> int:
     return await Backup.find_all().count()
+
+
+async def backup_document(backup_id: str) -> Backup:
+    """The catalog's document of a backup made through the API."""
+    found = await Backup.get(PydanticObjectId(backup_id))
+    assert found is not None
+    return found

@@ -1,13 +1,12 @@
-"""The checks every storage kind must pass (derived from the S3 tests), as functions a
-kind's test module calls with a `StoreKind`: how to reach that kind, real services only.
-
-    from tests.support.store_contract import StoreKind, check_round_trip, ...
+"""The checks every storage kind must pass (derived from the S3 tests), as functions taking
+a `StoreKind` (how to reach that kind, real services only), and as `StoreContract`, the
+tests a kind's module gets once by subclassing it:
 
     @pytest.fixture
     def kind() -> StoreKind: return StoreKind(name="azure", make=..., upstream_port=..., ...)
 
-    async def test_round_trip(kind: StoreKind) -> None:
-        await check_round_trip(kind)
+    class TestContract(StoreContract):
+        pass
 
 Checks that back up, verify and restore also need `settings` and `admin` (and the
 `source_databases` fixture in the calling module).
@@ -414,12 +413,65 @@ async def check_copy_serves_restore(kind: StoreKind, settings: Settings, admin: 
     assert [c["name"] for c in done["counts"]] == ["public.authors"]
 
 
+class StoreContract:
+    """Every check above as a test; a kind's module subclasses it (`class TestContract`)
+    beside its `kind` fixture."""
+
+    async def test_round_trip(self, kind: StoreKind) -> None:
+        await check_round_trip(kind)
+
+    async def test_empty_object(self, kind: StoreKind) -> None:
+        await check_empty_object(kind)
+
+    async def test_bounded_memory(self, kind: StoreKind) -> None:
+        await check_bounded_memory(kind)
+
+    async def test_bad_keys(self, kind: StoreKind) -> None:
+        await check_bad_keys(kind)
+
+    async def test_failed_stream_leaves_nothing(self, kind: StoreKind) -> None:
+        await check_failed_stream_leaves_nothing(kind)
+
+    async def test_failed_overwrite_keeps_old(self, kind: StoreKind) -> None:
+        await check_failed_overwrite_keeps_old(kind)
+
+    async def test_invisible_until_complete(self, kind: StoreKind) -> None:
+        await check_invisible_until_complete(kind)
+
+    async def test_cancel_aborts(self, kind: StoreKind) -> None:
+        await check_cancel_aborts(kind)
+
+    async def test_discard_incomplete(self, kind: StoreKind) -> None:
+        await check_discard_incomplete(kind)
+
+    async def test_endpoint_cut_mid_upload(self, kind: StoreKind) -> None:
+        await check_endpoint_cut_mid_upload(kind)
+
+    async def test_ranged_read(self, kind: StoreKind) -> None:
+        await check_ranged_read(kind)
+
+    async def test_transient_errors_retried(self, kind: StoreKind, settings: Settings) -> None:
+        await check_transient_errors_retried(kind, settings)
+
+    async def test_wrong_credentials(self, kind: StoreKind) -> None:
+        await check_wrong_credentials(kind)
+
+    async def test_corrupted_object_fails_verify(self, kind: StoreKind, settings: Settings,
+                                                 admin: Account) -> None:
+        await check_corrupted_object_fails_verify(kind, settings, admin)
+
+    @pytest.mark.parametrize("primary_is_kind", [True, False])
+    async def test_copy_serves_restore(self, kind: StoreKind, settings: Settings,
+                                       admin: Account, primary_is_kind: bool) -> None:
+        await check_copy_serves_restore(kind, settings, admin, primary_is_kind)
+
+
 __all__ = [
-    "MIB", "Gate", "RangedStorage", "StoreKind", "check_bad_keys", "check_bounded_memory",
-    "check_cancel_aborts", "check_copy_serves_restore", "check_corrupted_object_fails_verify",
-    "check_discard_incomplete", "check_empty_object", "check_endpoint_cut_mid_upload",
-    "check_failed_overwrite_keeps_old", "check_failed_stream_leaves_nothing",
-    "check_invisible_until_complete", "check_ranged_read", "check_round_trip",
-    "check_transient_errors_retried", "check_wrong_credentials", "digest_of_pattern",
-    "failing", "pattern", "stream",
+    "MIB", "Gate", "RangedStorage", "StoreContract", "StoreKind", "check_bad_keys",
+    "check_bounded_memory", "check_cancel_aborts", "check_copy_serves_restore",
+    "check_corrupted_object_fails_verify", "check_discard_incomplete", "check_empty_object",
+    "check_endpoint_cut_mid_upload", "check_failed_overwrite_keeps_old",
+    "check_failed_stream_leaves_nothing", "check_invisible_until_complete", "check_ranged_read",
+    "check_round_trip", "check_transient_errors_retried", "check_wrong_credentials",
+    "digest_of_pattern", "failing", "pattern", "stream",
 ]

@@ -23,7 +23,7 @@ from app.services.artifacts.stages import (
     limited,
     rechunk,
 )
-from app.services.databases.postgres.source import _pipe, _whole_chunks
+from app.services.databases.postgres.source import pipe, whole_chunks
 
 PAYLOAD = b"".join(f"row {i} {'x' * (i % 50)} {os.urandom(8).hex()}\n".encode()
                    for i in range(60_000))
@@ -170,13 +170,13 @@ async def test_rechunk_coalesces_small_pieces_and_passes_whole_chunks() -> None:
 
 async def test_pipe_reads_come_in_whole_chunks() -> None:
     # A writer that flushes 8 KiB at a time, as pg_dump does.
-    reader, write_fd = _pipe()
+    reader, write_fd = pipe()
     script = ("import sys\nfor _ in range(400):\n"
               "    sys.stdout.buffer.write(b'x' * 8192); sys.stdout.buffer.flush()\n")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=write_fd)
     os.close(write_fd)
     try:
-        sizes = [len(c) for c in await collect_list(_whole_chunks(reader))]
+        sizes = [len(c) for c in await collect_list(whole_chunks(reader))]
     finally:
         reader.close()
     assert await proc.wait() == 0

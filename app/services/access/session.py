@@ -30,6 +30,12 @@ def cookie_token(headers: Headers) -> str | None:
     return None
 
 
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer` header, if any."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def csrf_token(session_token: str, settings: Settings) -> str:
     """The CSRF token that belongs to this session."""
     key = settings.auth.jwt_secret.get_secret_value().encode()

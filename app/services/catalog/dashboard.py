@@ -13,7 +13,7 @@ from typing import Any
 from beanie import PydanticObjectId, SortDirection
 
 from app.config import Settings
-from app.models.backup import GOOD_STATUSES, Backup, BackupOut, BackupStatus, BackupType
+from app.models.backup import Backup, BackupOut, BackupStatus, BackupType
 from app.models.common import utcnow
 from app.models.dashboard import (
     Dashboard,
@@ -27,14 +27,13 @@ from app.models.dashboard import (
 from app.models.job import BackupJob, JobTrigger
 from app.models.user import User
 from app.services.catalog.expiring import expiring_next
-from app.services.catalog.stats import backup_health
+from app.services.catalog.stats import GOOD_VALUES, backup_health
 from app.services.catalog.upcoming import cleanup_triggers, next_runs
 
 DAYS = 30
 RECENT = 10
 PROJECTION = {"status": 1, "source": 1, "createdAt": 1, "storedBytes": 1, "storageTarget": 1,
               "storageBackend": 1, "copies": 1, "statusBeforeDelete": 1}
-GOOD_VALUES = {s.value for s in GOOD_STATUSES}
 # Statuses whose object is on storage: the trash keeps it until retention empties it.
 STORED = {*GOOD_VALUES, BackupStatus.deleted.value}
 

@@ -117,15 +117,14 @@ async def list_sources(settings: Settings) -> list[ManagedSourceOut]:
 async def create(settings: Settings, body: ManagedSourceCreate, username: str
                  ) -> ManagedSourceOut:
     _read_only(settings, body.name)
-    if await ManagedSource.find_one({"name": body.name}) is not None:
-        raise ConflictError(f"A source named {body.name!r} exists", {"source": body.name})
-    doc = ManagedSource(name=body.name, kind=body.kind, sealed_uri=seal(settings, body.uri),
+    doc = ManagedSource(name=body.name, kind=body.kind, sealed_uri="",
                         database=body.database, enabled=body.enabled,
                         copy_targets=body.copy_targets, created_by=username)
     _checked(settings, doc, body.uri)
+    doc.sealed_uri = seal(settings, body.uri)
     try:
         await doc.insert()
-    except DuplicateKeyError:  # added at the same moment elsewhere
+    except DuplicateKeyError:  # the name is taken (the unique index decides, races too)
         raise ConflictError(f"A source named {body.name!r} exists",
                             {"source": body.name}) from None
     await refresh(settings)
@@ -137,7 +136,7 @@ async def update(settings: Settings, name: str, body: ManagedSourceUpdate) -> Ma
     _read_only(settings, name)
     doc = await _stored(name)
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"uri"})
-    uri = body.uri if "uri" in body.model_fields_set and body.uri is not None else None
+    uri = body.uri  # never an explicit null (refused by the model)
     for field, value in changes.items():
         setattr(doc, field, value)
     if uri is not None:

@@ -8,7 +8,7 @@ from apscheduler.triggers.base import BaseTrigger
 from app.config import Settings
 from app.models.dashboard import NextRun
 from app.models.schedule import Schedule, ScheduleKind
-from app.scheduler import schedules
+from app.scheduler import fires, schedules
 
 
 @dataclass
@@ -32,7 +32,7 @@ async def enabled_schedules(settings: Settings, now: datetime) -> list[Upcoming]
 def schedule_sources(settings: Settings, schedule: Schedule) -> list[str]:
     """The sources a fire of this schedule backs up (none for cleanup and reports)."""
     # The scheduler's own rule (its private helper), so this view never disagrees with a fire.
-    return [s for s in schedules.schedule_targets(settings, schedule) if s is not None]
+    return [s for s in fires.schedule_targets(settings, schedule) if s is not None]
 
 
 async def next_runs(settings: Settings, now: datetime, limit: int = 10) -> list[NextRun]:

@@ -26,7 +26,7 @@ from app.models.drill import DrillResult, RestoreDrill
 from app.models.job import BackupJob, JobStatus
 from app.models.schedule import Schedule
 from app.models.verification import BackupVerification, VerificationResult
-from app.scheduler.schedules import next_run
+from app.scheduler.fires import next_run
 from app.services.catalog.stats import configured_sources
 from app.services.jobs.runner import error_text
 from app.services.ops.space import free_bytes, largest_recent, spool_dir

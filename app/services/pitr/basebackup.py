@@ -21,7 +21,7 @@ from app.services.catalog.queries import update_backup
 from app.services.databases.backup import discard_backup, sealed, source_or_error
 from app.services.databases.base import SourceError
 from app.services.databases.manifest import format_chain, manifest_bytes
-from app.services.databases.postgres.source import Connection, PgTools, _pipe, _whole_chunks
+from app.services.databases.postgres.source import Connection, PgTools, pipe, whole_chunks
 from app.services.jobs.runner import JobContext, JobRunner, Progress
 from app.services.pitr.manifest import base_manifest
 from app.services.pitr.tarwatch import TarWatch
@@ -72,7 +72,7 @@ async def _basebackup_stream(source: SourceSettings, tools: PgTools,
     conn = Connection.parse(source.uri.get_secret_value(), source.database_name())
     args = [tools.path("pg_basebackup"), "--format=tar", "--pgdata=-", "--wal-method=none",
             "--checkpoint=fast", "--verbose", "--no-password", f"--dbname={conn.uri}"]
-    reader, write_fd = _pipe()
+    reader, write_fd = pipe()
     proc: asyncio.subprocess.Process | None = None
     try:
         with conn.child_env() as env:
@@ -83,7 +83,7 @@ async def _basebackup_stream(source: SourceSettings, tools: PgTools,
             finally:
                 os.close(write_fd)
             errors = asyncio.create_task(proc.stderr.read() if proc.stderr else _empty())
-            async for chunk in _whole_chunks(reader):
+            async for chunk in whole_chunks(reader):
                 yield chunk
             code = await proc.wait()
             text = (await errors).decode(errors="replace")

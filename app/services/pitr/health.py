@@ -19,10 +19,11 @@ async def pitr_issues(settings: Settings) -> dict[str, str]:
     for source in settings.pitr.sources:
         held = await lease.holder(lease_name(source))
         until = held.get("until") if held else None
-        if until is None or until.replace(tzinfo=until.tzinfo or UTC) < utcnow():
+        if held is None or until is None or \
+                until.replace(tzinfo=until.tzinfo or UTC) < utcnow():
             issues[source] = "WAL archiving is not running on any replica"
             continue
-        status = held.get("status") or {} if held else {}
+        status = held.get("status") or {}
         if status.get("chainBroken"):
             issues[source] = "the WAL chain since the newest base backup has a gap"
         elif status.get("lagAlert"):

@@ -21,20 +21,17 @@ async def take_or_renew(name: str, owner: str, seconds: float,
     """True when `owner` holds `name` for the next `seconds` (renewed, new or taken over);
     `status` is stored with it, for every replica's health and API to read."""
     now = utcnow()
-    until = now + timedelta(seconds=seconds)
-    renewed = await _leases().update_one({"_id": name, "owner": owner},
-                                         {"$set": {"until": until, "renewedAt": now,
-                                                   "status": status or {}}})
+    held = {"owner": owner, "until": now + timedelta(seconds=seconds), "renewedAt": now,
+            "status": status or {}}
+    renewed = await _leases().update_one({"_id": name, "owner": owner}, {"$set": held})
     if renewed.matched_count:
         return True
     try:
-        await _leases().insert_one({"_id": name, "owner": owner, "until": until,
-                                    "renewedAt": now, "status": status or {}})
+        await _leases().insert_one({"_id": name, **held})
         return True
     except DuplicateKeyError:
         taken = await _leases().find_one_and_update(
-            {"_id": name, "until": {"$lt": now}},
-            {"$set": {"owner": owner, "until": until, "renewedAt": now, "status": status or {}}})
+            {"_id": name, "until": {"$lt": now}}, {"$set": held})
         return taken is not None
 
 

@@ -76,9 +76,8 @@ async def settle_interrupted(settings: Settings, name: str) -> int:
     """Drills of a source left running by a stopped service: failed, and their scratch
     database dropped (unless failures are kept). Returns how many."""
     settled = 0
-    for record in await RestoreDrill.find({"source": name}).to_list():
-        if record.result is not DrillResult.running:
-            continue
+    running = {"source": name, "result": DrillResult.running.value}
+    for record in await RestoreDrill.find(running).to_list():
         job = await BackupJob.get(record.job_id) if record.job_id else None
         if job is not None and job.status in (JobStatus.queued, JobStatus.running):
             continue

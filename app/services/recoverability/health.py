@@ -1,16 +1,18 @@
 """What health reports about restore drills (models only: the catalog's stats import it)."""
 
+from typing import Any
+
 from app.models.drill import DrillResult, RestoreDrill
 
 
 async def drill_issues(sources: list[str] | None = None) -> dict[str, str]:
     """By source (of `sources`, when given): why its last finished drill is a problem
     (it failed, or took longer than its target)."""
+    query: dict[str, Any] = {"result": {"$ne": DrillResult.running.value}}
+    if sources is not None:
+        query["source"] = {"$in": sources}
     last: dict[str, RestoreDrill] = {}
-    for drill in await RestoreDrill.find({}).to_list():
-        if drill.result is DrillResult.running or (sources is not None
-                                                    and drill.source not in sources):
-            continue
+    for drill in await RestoreDrill.find(query).to_list():
         if drill.source not in last or drill.started_at > last[drill.source].started_at:
             last[drill.source] = drill
     issues: dict[str, str] = {}

@@ -40,6 +40,8 @@ from app.services.storage.base import (
 MIN_BLOCK = 8 * 1024 * 1024
 MAX_BLOCKS = 50_000
 PUT_ATTEMPTS = 3  # each block request of a put, by the SDK (a put is never repeated whole)
+# On a failed or cancelled put, how long a block already being sent may take to land.
+IN_FLIGHT_GRACE_SECONDS = 10.0
 TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError",
                              "IncrementalCopyOfEarlierVersionSnapshotNotAllowed"})
 AUTH_STATUSES = frozenset({401, 403})
@@ -156,6 +158,9 @@ class AzureBlobStorage(KeyPrefix):
                 await blob.commit_block_list([BlobBlock(block_id) for block_id in blocks])
             except BaseException as exc:
                 if in_flight is not None:
+                    # A block already sent may still be stored by the server after the drop
+                    # below if we only cancelled our side: let it land first (bounded).
+                    await asyncio.wait([in_flight], timeout=IN_FLIGHT_GRACE_SECONDS)
                     in_flight.cancel()
                     await asyncio.gather(in_flight, return_exceptions=True)
                 if blocks:

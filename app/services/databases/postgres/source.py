@@ -159,7 +159,7 @@ class PgTools:
         return out.decode().strip()
 
 
-def _pipe() -> tuple[BinaryIO, int]:
+def pipe() -> tuple[BinaryIO, int]:
     """pg_dump's stdout: a 1 MiB pipe (fewer wake-ups) read as a file, and its write end."""
     read_fd, write_fd = os.pipe()
     if hasattr(fcntl, "F_SETPIPE_SZ"):
@@ -168,7 +168,7 @@ def _pipe() -> tuple[BinaryIO, int]:
     return open(read_fd, "rb"), write_fd
 
 
-async def _whole_chunks(reader: BinaryIO) -> Chunks:
+async def whole_chunks(reader: BinaryIO) -> Chunks:
     """CHUNK-sized pieces of a pipe. Read as it comes, pg_dump's output arrives 8 KiB at a
     time, and every later stage pays per piece: 440,000 of them for a 3.4 GB dump."""
     while chunk := await asyncio.to_thread(reader.read, CHUNK):
@@ -251,7 +251,7 @@ class PostgresSource:
             info.tool_version = await self.tools.version("pg_dump")
             tables = select_tables(await list_tables(holder), options.tables)
             args = self._dump_args(options, snapshot, tables)
-            reader, write_fd = _pipe()
+            reader, write_fd = pipe()
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *args, stdout=write_fd, stderr=asyncio.subprocess.PIPE,
@@ -265,7 +265,7 @@ class PostgresSource:
                 # database server while pg_dump runs.
                 await holder.execute("SET LOCAL max_parallel_workers_per_gather = 0")
                 counter = asyncio.create_task(_exact_counts(holder, tables))
-            async with aclosing(_whole_chunks(reader)) as chunks:
+            async with aclosing(whole_chunks(reader)) as chunks:
                 async for chunk in chunks:
                     yield chunk
             code = await proc.wait()
