@@ -18,6 +18,9 @@ from tests.support.receivers import HttpReceiver
 
 # Far below one argon2 check (~0.1 s here): a check on the loop would show as a gap.
 MAX_GAP = 0.05
+# Importing apprise in a thread still costs the loop waits for the GIL of 40-60 ms
+# (measured); on the loop the same import stalls it 0.18 s: this bound tells them apart.
+MAX_IMPORT_GAP = 0.1
 
 
 def argon2_seconds() -> float:
@@ -71,7 +74,7 @@ async def test_first_notification_leaves_the_loop_free() -> None:
         assert report["delivered"] is True
         assert report["appriseLoaded"] is True
         assert len(receiver.bodies) == 1
-    assert report["longestGap"] < MAX_GAP, report
+    assert report["longestGap"] < MAX_IMPORT_GAP, report
 
 
 @pytest.mark.parametrize("gap", [0.2])
