@@ -175,6 +175,11 @@ def _print_cleanup(result: CleanupResult) -> None:
     for item in result.protected:
         out.print(f"kept {item.id} ({item.source}): {'; '.join(item.reasons)}")
     out.print(f"{result.deleted_count} backups {verb}, {result.freed_bytes} bytes")
+    for wal in result.wal:
+        gone = f" ({wal.first} to {wal.last})" if wal.segments else ""
+        out.print(f"WAL of {wal.source}: {wal.segments} segment(s) "
+                  f"{'would be deleted' if result.dry_run else 'deleted'}{gone}, "
+                  f"{wal.stored_bytes} bytes; kept from {wal.kept_from}")
 
 
 @app.command()

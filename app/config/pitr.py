@@ -1,8 +1,14 @@
-"""Point-in-time recovery of PostgreSQL sources: continuous WAL archiving and its limits."""
+"""Point-in-time recovery of PostgreSQL sources: continuous WAL archiving and its limits.
+
+Base backups are a retention series of their own per source (`base_min_count`,
+`base_max_count`, each backup's own retentionDays); the dump rules of `retention`
+(min/max count, GFS keep_daily...) do not apply to them: a GFS rule would keep a
+months-old base backup, and with it every WAL segment since.
+"""
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.config.common import Crontab, Group, SourceName
 
@@ -29,3 +35,13 @@ class PitrSettings(Group):
     # The seeded `pitr-basebackup` schedule: a new base backup of each PITR source, so a
     # restore replays at most a week of WAL (and retention can let older WAL go).
     base_backup_schedule: Crontab = "0 1 * * 0"
+    # Retention of base backups: the newest base_min_count good ones always stay (WAL is
+    # useless without one), good ones beyond the newest base_max_count go.
+    base_min_count: int = Field(default=2, ge=1, le=1000)
+    base_max_count: int = Field(default=8, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _base_min_below_max(self) -> "PitrSettings":
+        if self.base_min_count > self.base_max_count:
+            raise ValueError("pitr.base_min_count cannot exceed pitr.base_max_count")
+        return self

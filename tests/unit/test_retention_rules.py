@@ -1,12 +1,21 @@
 """Retention decisions: minimum kept whatever the age, maximum count, GFS, failed backups."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from beanie import PydanticObjectId
+from pydantic import ValidationError
 
-from app.config import RetentionSettings
+from app.config import PitrSettings, RetentionSettings, Settings
 from app.models.backup import Backup, BackupStatus, Verification, VerificationState
-from app.services.catalog.retention import Decision, decide
+from app.services.catalog.retention import (
+    Decision,
+    decide,
+    decide_series,
+    decide_source,
+    series_policy,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ADMIN = PydanticObjectId()
@@ -18,8 +27,25 @@ def backup(days_old: float, status: str = "completed", retention: int = 7,
         id=PydanticObjectId(), admin=ADMIN, source="pg", status=BackupStatus(status),
         retention_days=retention, created_at=NOW - timedelta(days=days_old),
         verification=Verification(state=verification), deleting_since=None,
-        deletion_reason=None)
+        deletion_reason=None, safety_for=None, format_chain=["pgdump", "zst", "age"])
     return made
+
+
+def why_kept(decision: Decision, kept: Backup) -> str:
+    assert kept.id is not None
+    return decision.protect[kept.id][0]
+
+
+def base(days_old: float, retention: int = 7) -> Backup:
+    """A PITR base backup of the same source."""
+    made = backup(days_old, retention=retention)
+    made.format_chain = ["pgbasetar", "zst", "age"]
+    return made
+
+
+def settings(retention: dict[str, int], **pitr: Any) -> Settings:
+    return Settings(_env_file=None, retention=RetentionSettings(**retention),
+                    pitr=PitrSettings(**pitr))
 
 
 def why(decision: Decision, gone: Backup) -> list[str]:
@@ -91,3 +117,81 @@ def test_interrupted_deletion_is_finished_even_for_a_protected_backup() -> None:
     only.deletion_reason = "deleted by request"
     decision = decide([only], policy(), NOW)
     assert "finishing an interrupted deletion (deleted by request)" in why(decision, only)
+
+
+def test_nightly_dumps_never_push_out_the_newest_base_backup() -> None:
+    # A weekly base backup 3 days old between 10 nightly dumps kept a year.
+    dumps = [backup(d, retention=365) for d in range(10)]
+    weekly = base(3.5)
+    config = settings({"max_count": 5, "min_count": 3}, base_min_count=1, base_max_count=4)
+    decision = decide_source([*dumps, weekly], config, NOW)
+    assert set(decision.delete) == {b.id for b in dumps[5:]}  # 5 dumps, the base not among
+    assert weekly.id not in decision.delete
+    series = {name: [b.id for b in part] for name, part, _ in
+              decide_series([*dumps, weekly], config, NOW)}
+    assert series == {"dumps": [b.id for b in dumps], "pitrBase": [weekly.id]}
+
+
+def test_base_backups_beyond_their_maximum_go_oldest_first() -> None:
+    bases = [base(7 * w + 1, retention=365) for w in range(6)]
+    config = settings({"max_count": 30, "min_count": 3}, base_min_count=2, base_max_count=4)
+    decision = decide_source(bases, config, NOW)
+    assert set(decision.delete) == {bases[4].id, bases[5].id}
+    assert "beyond the newest 4 good base backups of its source" in why(decision, bases[4])
+
+
+def test_newest_base_backups_stay_past_their_retention() -> None:
+    bases = [base(30 + w) for w in range(4)]  # every one past its 7 days
+    config = settings({"min_count": 0}, base_min_count=2)
+    decision = decide_source(bases, config, NOW)
+    assert set(decision.protect) == {bases[0].id, bases[1].id}
+    assert "newest 2 good base backups (minimum)" in why_kept(decision, bases[0])
+    assert set(decision.delete) == {bases[2].id, bases[3].id}
+
+
+def test_a_base_backup_never_counts_toward_the_dump_minimum() -> None:
+    dumps = [backup(20 + d) for d in range(3)]  # all expired
+    newest = base(10)  # newer than every dump, expired too
+    config = settings({"min_count": 3}, base_min_count=1)
+    decision = decide_source([*dumps, newest], config, NOW)
+    assert decision.delete == {}
+    assert set(decision.protect) == {*(b.id for b in dumps), newest.id}
+
+
+def test_dump_gfs_rules_do_not_keep_base_backups() -> None:
+    bases = [base(10 * w + 10) for w in range(5)]
+    config = settings({"min_count": 0, "keep_daily": 30, "keep_weekly": 10, "keep_monthly": 6,
+                       "keep_yearly": 2}, base_min_count=1)
+    policy_used = series_policy("pitrBase", config)
+    assert (policy_used.keep_daily, policy_used.keep_monthly, policy_used.min_count) == (0, 0, 1)
+    assert series_policy("dumps", config) == config.retention
+    decision = decide_source(bases, config, NOW)
+    assert set(decision.protect) == {bases[0].id}
+    assert set(decision.delete) == {b.id for b in bases[1:]}
+
+
+def test_trash_and_interrupted_deletion_apply_to_base_backups() -> None:
+    trashed, cut_short, kept = base(40), base(2), base(30)
+    trashed.status = BackupStatus.deleted
+    trashed.deleted_at, trashed.deletion_reason = NOW - timedelta(days=8), "deleted by root"
+    trashed.updated_at = trashed.deleted_at
+    cut_short.deleting_since, cut_short.deletion_reason = NOW, "deleted by request"
+    decision = decide_source([trashed, cut_short, kept], settings({}), NOW)
+    assert "in the trash since" in why(decision, trashed)[0]
+    assert "finishing an interrupted deletion" in why(decision, cut_short)[0]
+    assert set(decision.protect) == {kept.id}  # expired, but the only good one left
+
+
+@pytest.mark.parametrize("values", [{"base_min_count": 0}, {"base_max_count": 0},
+                                    {"base_min_count": 5, "base_max_count": 4}])
+def test_base_counts_are_checked(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        PitrSettings(**values)
+
+
+def test_base_counts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKUP_PITR__BASE_MIN_COUNT", "3")
+    monkeypatch.setenv("BACKUP_PITR__BASE_MAX_COUNT", "5")
+    loaded = Settings(_env_file=None)
+    assert (loaded.pitr.base_min_count, loaded.pitr.base_max_count) == (3, 5)
+    assert (PitrSettings().base_min_count, PitrSettings().base_max_count) == (2, 8)

@@ -13,7 +13,7 @@ from apscheduler.triggers.base import BaseTrigger
 from app.config import Settings
 from app.models.backup import Backup, BackupStatus
 from app.models.dashboard import ExpiringBackup
-from app.services.catalog.retention import decide
+from app.services.catalog.retention import decide_source
 
 # Future moments asked per source: enough for the next few removals, bounded work.
 MAX_PROBES_PER_SOURCE = 40
@@ -35,13 +35,12 @@ def _moments(backups: list[Backup], settings: Settings, now: datetime) -> list[d
 
 def _source_expiring(backups: list[Backup], settings: Settings, now: datetime,
                      limit: int) -> list[tuple[datetime, Backup, list[str]]]:
-    policy, zone = settings.retention, settings.system.timezone
     out: list[tuple[datetime, Backup, list[str]]] = []
     by_id = {b.id: b for b in backups}
     seen: set[Any] = set()
     for at in [now, *_moments(backups, settings, now)]:
         # A hair after the moment: the age rule removes a backup once its limit is reached.
-        decision = decide(backups, policy, at + timedelta(microseconds=1), zone)
+        decision = decide_source(backups, settings, at + timedelta(microseconds=1))
         for backup_id, reasons in decision.delete.items():
             if backup_id not in seen:
                 seen.add(backup_id)

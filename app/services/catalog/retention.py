@@ -6,13 +6,19 @@ always kept; any other backup goes when it is past its own retentionDays or,
 for good ones, beyond the newest `max_count`. A pre-restore safety backup never
 counts toward its source's minimum, GFS or maximum: it goes by its own
 retentionDays only. A backup in the trash goes once it has been there `trash_days`.
+
+PITR base backups (`pgbasetar`) are a series of their own per source, decided by the
+same rules with `pitr.base_min_count` / `base_max_count` and no GFS: a GFS rule would
+keep a months-old base backup and with it every WAL segment since. Base backups never
+count toward the dumps' minimum, GFS or maximum, nor dumps toward theirs. After the
+backups, WAL older than the oldest kept base backup's start goes.
 """
 
 import zoneinfo
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from beanie import PydanticObjectId
@@ -27,10 +33,13 @@ from app.models.job_params import CleanupParams, params_of
 from app.services.content.located import object_storage
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
-from app.services.pitr.retention import prune_wal
+from app.services.pitr.basebackup import BASE_FORMAT
+from app.services.pitr.retention import WalPruned, plan_wal_pruning
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
+# The retention series of a source: its own backups, and its PITR base backups.
+Series = Literal["dumps", "pitrBase"]
 
 
 class CleanupRequest(ApiSchema):
@@ -53,6 +62,8 @@ class RetentionItem(ApiSchema):
 
 class SourceRetention(ApiSchema):
     source: str | None
+    series: Series = Field(default="dumps", description="dumps: the source's own backups; "
+                                                        "pitrBase: its PITR base backups")
     good: int = Field(description="good backups before this run")
     deleted: int
     good_left: int
@@ -69,6 +80,10 @@ class CleanupResult(ApiSchema):
     freed_bytes: int
     content_objects_deleted: list[str] = Field(
         default=[], description="stored content no kept content backup references any more")
+    wal_segments_deleted: int = Field(
+        default=0, description="archived WAL files deleted (in a dry run: that would be), "
+                               "older than the oldest kept base backup needs")
+    wal: list[WalPruned] = Field(default=[], description="WAL retention per PITR source")
     errors: list[str] = []
 
 
@@ -117,8 +132,8 @@ GFS_RULES: list[tuple[str, str, Callable[[datetime], Hashable]]] = [
 
 
 def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
-           timezone: str = "UTC") -> Decision:
-    """The fate of one source's finished backups (pending ones are never passed in)."""
+           timezone: str = "UTC", noun: str = "good backups") -> Decision:
+    """The fate of one series of a source's finished backups (never pending ones)."""
     zone = zoneinfo.ZoneInfo(timezone)
     decision = Decision()
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
@@ -131,7 +146,7 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
         protect.setdefault(backup.id, []).append(reason)
 
     for backup in good[:policy.min_count]:
-        keep(backup, f"one of the newest {policy.min_count} good backups (minimum)")
+        keep(backup, f"one of the newest {policy.min_count} {noun} (minimum)")
     for setting, label, bucket_of in GFS_RULES:
         wanted: int = getattr(policy, setting)
         seen: set[Hashable] = set()
@@ -157,7 +172,7 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
             what = "good backup" if is_good(backup) else f"{backup.status.value} backup"
             reasons.append(f"{what} past its retention of {backup.retention_days} days")
         if rank.get(id(backup), -1) >= policy.max_count:
-            reasons.append(f"beyond the newest {policy.max_count} good backups of its source")
+            reasons.append(f"beyond the newest {policy.max_count} {noun} of its source")
         if not reasons:
             continue
         if backup.id in protect and backup.deleting_since is None:
@@ -165,6 +180,52 @@ def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
         else:
             decision.delete[backup.id] = reasons
     return decision
+
+
+def series_policy(series: Series, settings: Settings) -> RetentionSettings:
+    """Dumps: `retention`. Base backups: its counts replaced by pitr's, GFS off."""
+    if series == "dumps":
+        return settings.retention
+    return settings.retention.model_copy(update={
+        "min_count": settings.pitr.base_min_count, "max_count": settings.pitr.base_max_count,
+        **{setting: 0 for setting, _, _ in GFS_RULES}})
+
+
+NOUNS: dict[Series, str] = {"dumps": "good backups", "pitrBase": "good base backups"}
+
+
+def chain_series(format_chain: list[str]) -> Series:
+    return "pitrBase" if format_chain[:1] == [BASE_FORMAT] else "dumps"
+
+
+def series_of(backup: Backup) -> Series:
+    return chain_series(backup.format_chain)
+
+
+async def good_in_series(source: str | None, series: Series) -> int:
+    """The good backups of one series of a source: what its minimum is kept against."""
+    found = Backup.get_pymongo_collection().find(good_query(source), {"formatChain": 1})
+    return sum([chain_series(raw.get("formatChain") or []) == series async for raw in found])
+
+
+def decide_series(backups: list[Backup], settings: Settings,
+                  now: datetime) -> list[tuple[Series, list[Backup], Decision]]:
+    """One source's finished backups split into its series, each with its fate."""
+    split: dict[Series, list[Backup]] = {"dumps": [], "pitrBase": []}
+    for backup in backups:
+        split[series_of(backup)].append(backup)
+    return [(series, part, decide(part, series_policy(series, settings), now,
+                                  settings.system.timezone, NOUNS[series]))
+            for series, part in split.items() if part]
+
+
+def decide_source(backups: list[Backup], settings: Settings, now: datetime) -> Decision:
+    """The fate of all of one source's finished backups, every series decided on its own."""
+    merged = Decision()
+    for _, _, decision in decide_series(backups, settings, now):
+        merged.delete.update(decision.delete)
+        merged.protect.update(decision.protect)
+    return merged
 
 
 def _item(backup: Backup, reasons: list[str]) -> RetentionItem:
@@ -200,38 +261,53 @@ async def unreferenced_content(going: set[PydanticObjectId], now: datetime,
             if obj.address not in referenced]
 
 
+@dataclass
+class _Outcome:
+    deleted: list[RetentionItem] = field(default_factory=list)
+    protected: list[RetentionItem] = field(default_factory=list)
+    sources: list[SourceRetention] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def _carry_out(targets: Targets, source: str | None, series: Series,
+                     backups: list[Backup], decision: Decision, dry_run: bool,
+                     outcome: _Outcome) -> None:
+    """Remove what one series' decision lets go (unless a dry run) and tally the series."""
+    by_id = {b.id: b for b in backups}
+    gone = removed = 0
+    for backup_id, reasons in decision.delete.items():
+        backup = by_id[backup_id]
+        if not dry_run:
+            try:
+                await remove_backup(targets, backup, f"retention: {'; '.join(reasons)}")
+            except AppError as exc:
+                outcome.errors.append(f"backup {backup_id}: {exc.message}")
+                continue
+        outcome.deleted.append(_item(backup, reasons))
+        removed += 1
+        gone += counts_for_source(backup)
+    outcome.protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
+    good = sum(map(counts_for_source, backups))
+    outcome.sources.append(SourceRetention(source=source, series=series, good=good,
+                                           deleted=removed, good_left=good - gone))
+
+
 async def apply_retention(settings: Settings, storage: Targets, request: CleanupRequest,
                           now: datetime | None = None) -> CleanupResult:
     """Plan retention for every source (or one) and, unless a dry run, carry it out.
     A backup whose target cannot be reached is reported in `errors`; the run goes on."""
     now = now or utcnow()
     targets = as_targets(settings, storage)
-    deleted: list[RetentionItem] = []
-    protected: list[RetentionItem] = []
-    sources: list[SourceRetention] = []
-    errors: list[str] = []
+    outcome = _Outcome()
     for source, backups in sorted((await _finished_backups(request.source)).items(),
                                   key=lambda kv: kv[0] or ""):
-        decision = decide(backups, settings.retention, now, settings.system.timezone)
-        by_id = {b.id: b for b in backups}
-        gone = removed = 0
-        for backup_id, reasons in decision.delete.items():
-            backup = by_id[backup_id]
-            reason = "; ".join(reasons)
-            if not request.dry_run:
-                try:
-                    await remove_backup(targets, backup, f"retention: {reason}")
-                except AppError as exc:
-                    errors.append(f"backup {backup_id}: {exc.message}")
-                    continue
-            deleted.append(_item(backup, reasons))
-            removed += 1
-            gone += counts_for_source(backup)
-        protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
-        good = sum(map(counts_for_source, backups))
-        sources.append(SourceRetention(source=source, good=good, deleted=removed,
-                                       good_left=good - gone))
-    errors += await prune_wal(targets, request.source, dry_run=request.dry_run)
+        for series, part, decision in decide_series(backups, settings, now):
+            await _carry_out(targets, source, series, part, decision, request.dry_run,
+                             outcome)
+    deleted, protected, errors = outcome.deleted, outcome.protected, outcome.errors
+    wal = await plan_wal_pruning(targets, request.source, dry_run=request.dry_run,
+                                 going={i.id for i in deleted})
+    errors += wal.errors
     garbage = await unreferenced_content({i.id for i in deleted}, now,
                                          settings.limits.timeout_seconds)
     gone_content = [o.address for o in garbage]
@@ -249,10 +325,12 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
                      reason="no kept content backup references it")
     result = CleanupResult(dry_run=request.dry_run, evaluated_at=now, deleted=deleted,
                            content_objects_deleted=gone_content,
-                           protected=protected, sources=sources, deleted_count=len(deleted),
-                           freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors)
+                           protected=protected, sources=outcome.sources,
+                           deleted_count=len(deleted),
+                           freed_bytes=sum(i.stored_bytes or 0 for i in deleted), errors=errors,
+                           wal_segments_deleted=wal.segments, wal=wal.pruned)
     log.info("retention applied", dry_run=request.dry_run, deleted=len(deleted),
-             protected=len(protected), errors=len(errors))
+             protected=len(protected), wal_segments=wal.segments, errors=len(errors))
     return result
 
 

@@ -13,7 +13,7 @@ from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobStatus
 from app.services.catalog.queries import get_backup, update_backup
-from app.services.catalog.retention import counts_for_source, good_query
+from app.services.catalog.retention import counts_for_source, good_in_series, series_of
 from app.services.databases.backup import remove_backup
 from app.services.storage import Targets, as_targets
 
@@ -43,13 +43,19 @@ async def _refuse_if_in_use(backup: Backup) -> None:
                             "or cancel it first", {"jobs": [str(j.id) for j in jobs]})
 
 
+def _minimum(settings: Settings, backup: Backup) -> tuple[int, str]:
+    if series_of(backup) == "dumps":
+        return settings.retention.min_count, "retention.min_count"
+    return settings.pitr.base_min_count, "pitr.base_min_count"
+
+
 async def _refuse_below_minimum(settings: Settings, backup: Backup, good_left: int) -> None:
-    minimum = settings.retention.min_count
+    minimum, setting = _minimum(settings, backup)
     if good_left >= minimum:
         return
     raise ConflictError(
         f"Deleting backup {backup.id} would leave {good_left} good backup(s) of source "
-        f"{backup.source!r}, below retention.min_count = {minimum}. To delete it anyway, "
+        f"{backup.source!r} in its series, below {setting} = {minimum}. To delete it anyway, "
         "repeat the request with force=true and a reason",
         {"source": backup.source, "minCount": minimum, "goodLeft": good_left})
 
@@ -76,7 +82,7 @@ async def delete_backup(settings: Settings, storage: Targets, backup_id: Pydanti
     counted = counts_for_source(backup)
     if counted and not force:
         await _refuse_below_minimum(
-            settings, backup, await Backup.find(good_query(backup.source)).count() - 1)
+            settings, backup, await good_in_series(backup.source, series_of(backup)) - 1)
     previous = backup.status
     moved = await update_backup(
         backup, only_if={"status": previous.value, "deletingSince": None},
@@ -86,8 +92,8 @@ async def delete_backup(settings: Settings, storage: Targets, backup_id: Pydanti
         raise ConflictError(f"Backup {backup_id} changed while being deleted; try again")
     if counted and not force:
         # Another deletion may have raced this one: recount, and put it back if short.
-        left = await Backup.find(good_query(backup.source)).count()
-        if left < settings.retention.min_count:
+        left = await good_in_series(backup.source, series_of(backup))
+        if left < _minimum(settings, backup)[0]:
             await _put_back(backup, previous)
             await _refuse_below_minimum(settings, backup, left)
     log.warning("backup moved to the trash", backup_id=str(backup.id), source=backup.source,
