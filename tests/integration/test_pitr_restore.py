@@ -3,6 +3,7 @@
 import asyncio
 import shutil
 import time
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.models.wal import WalSegment
 from tests.support.accounts import Account
 from tests.support.jobs import wait_job
 from tests.support.pitr import archiving, shipped, switch_wal, until
@@ -33,6 +35,10 @@ async def _write(log: list[tuple[int, float, float]], stop: asyncio.Event) -> No
             await asyncio.sleep(0.02)
     finally:
         await conn.close()
+
+
+async def _chunks(data: bytes) -> AsyncGenerator[bytes]:
+    yield data
 
 
 def _cut(log: list[tuple[int, float, float]], moment: float) -> tuple[float, set[int]]:
@@ -103,7 +109,7 @@ async def test_restore_latest_left_running_for_inspection(
         superadmin: Account) -> None:
     conn = await asyncpg.connect(pg_uri(PG_DB))
     await conn.execute("DROP TABLE IF EXISTS pitr_inspect; CREATE TABLE pitr_inspect (n int)")
-    async with archiving(app, settings):
+    async with archiving(app, settings) as archivers:
         job = (await client.post("/api/pitr/pg/basebackup", headers=admin.headers)).json()
         base = await wait_job(client, admin.headers, job["id"], timeout=240)
         assert base["status"] == "completed", base
@@ -113,7 +119,19 @@ async def test_restore_latest_left_running_for_inspection(
         job = (await client.post("/api/pitr/pg/restore", headers=superadmin.headers,
                                  json={"latest": True, "dryRun": False})).json()
         done = await wait_job(client, superadmin.headers, job["id"], timeout=300)
+        # A WAL file damaged in storage fails the restore: recovery must not end early
+        # and promote at an older moment while the WAL is fetched beside it.
+        damaged = await WalSegment.get(f"pg:{last}")
+        assert damaged is not None
+        await archivers.archivers["pg"].targets.named(damaged.storage_target).put(
+            damaged.key, _chunks(b"not what was archived"))
+        job = (await client.post("/api/pitr/pg/restore", headers=superadmin.headers,
+                                 json={"latest": True, "dryRun": False})).json()
+        failed = await wait_job(client, superadmin.headers, job["id"], timeout=120)
     await conn.close()
+    assert failed["status"] == "failed", failed
+    assert last in failed["error"]
+    assert not any(p.name.endswith(job["id"]) for p in settings.pitr.restore_dir.iterdir())
     assert done["status"] == "completed", done
     result = done["result"]
     try:

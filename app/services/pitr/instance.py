@@ -71,8 +71,23 @@ class PrivateInstance:
         return [runuser, "-u", self.settings.pitr.run_user, "--", *args] if self.as_root \
             else args
 
+    def expect(self, names: list[str]) -> None:
+        """The WAL files the restore brings into `wal_dir` while recovery runs. The
+        restore_command waits for one of them and refuses any other name at once (a
+        newer timeline's history file, the segment after the end)."""
+        self.wal_dir.mkdir(parents=True, exist_ok=True)
+        (self.work / "wal.expected").write_text("".join(f"{n}\n" for n in names))
+        (self.work / "fetch-wal.sh").write_text(
+            "#!/bin/sh\n"
+            f'grep -qxF "$1" "{self.work}/wal.expected" || exit 1\n'
+            f'while [ ! -e "{self.wal_dir}/$1" ]; do\n'
+            # A restore that fails or stops takes the list away: no waiter outlives it.
+            f'  [ -e "{self.work}/wal.expected" ] || exit 1; sleep 0.05\n'
+            'done\n'
+            f'exec cp "{self.wal_dir}/$1" "$2"\n')
+
     def configure(self, request: PitrRestoreRequest) -> None:
-        lines = [f"restore_command = {_quote(f'cp {self.wal_dir}/%f %p')}",
+        lines = [f"restore_command = {_quote(f'sh {self.work}/fetch-wal.sh %f %p')}",
                  "recovery_target_action = 'promote'",
                  "recovery_target_timeline = 'latest'",
                  f"port = {self.port}", "listen_addresses = '127.0.0.1'",
@@ -106,9 +121,9 @@ class PrivateInstance:
         return proc.returncode or 0, out.decode(errors="replace")
 
     async def start(self) -> None:
+        self.started = True  # even if cancelled while pg_ctl waits: stop() then stops it
         code, out = await self._pg_ctl("-l", str(self.log), "-w", "-t", "600",
                                        "-o", f"-p {self.port}", "start")
-        self.started = True
         if code != 0:
             raise SourceError(f"The private PostgreSQL did not start: {self._log_tail() or out}")
 
@@ -135,7 +150,7 @@ class PrivateInstance:
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise SourceError("Recovery did not finish in time")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
 
     async def copy_database(self, source: SourceSettings, database: str, target: str,
                             confirm: str | None) -> None:
@@ -161,6 +176,7 @@ class PrivateInstance:
         await live.restore_file(dump, target, drop_existing=exists)
 
     async def stop(self) -> None:
+        (self.work / "wal.expected").unlink(missing_ok=True)
         if self.started and self.data_dir.joinpath("postmaster.pid").exists():
             await self._pg_ctl("-m", "fast", "-w", "stop")
         self.started = False

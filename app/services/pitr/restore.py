@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import socket
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from app.models.wal import PitrRestoreMode, PitrRestoreRequest, WalSegment
 from app.services.jobs.runner import JobContext, JobRunner, Progress
 from app.services.pitr.basebackup import pitr_source
 from app.services.pitr.instance import PrivateInstance, unpack_base
-from app.services.pitr.ship import fetch_to
+from app.services.pitr.ship import fetch_segment_to
 from app.services.pitr.walnames import parse_lsn, segment_number
 from app.services.pitr.window import base_backups, source_window, wal_segments
 from app.services.storage import StorageTargets
@@ -139,27 +140,55 @@ async def run_pitr_restore(ctx: JobContext) -> dict[str, Any]:
                                 str(ctx.job.id))
 
 
+async def _fetch_all(settings: Settings, targets: StorageTargets, progress: Progress,
+                     wal: list[WalSegment], folder: Path) -> None:
+    for segment in wal:
+        await fetch_segment_to(settings, targets, segment, folder / segment.segment)
+        progress.items_done += 1
+
+
+async def _recover(instance: PrivateInstance, fetching: asyncio.Task[None]) -> None:
+    """Start the instance and wait until it is promoted (with hot_standby off, `pg_ctl
+    start -w` itself waits for recovery); a WAL file that cannot be fetched (or fails its
+    checksum) fails the restore at once rather than letting recovery end early."""
+    async def up() -> None:
+        await instance.start()
+        await instance.wait_promoted()
+
+    promoted = asyncio.create_task(up())
+    try:
+        while True:
+            error = fetching.exception() if fetching.done() and not fetching.cancelled() \
+                else None
+            if error is not None:
+                raise error
+            if promoted.done():
+                return await promoted
+            await asyncio.wait({promoted} if fetching.done() else {promoted, fetching},
+                               return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        promoted.cancel()
+        await asyncio.gather(promoted, return_exceptions=True)
+
+
 async def restore_source(settings: Settings, targets: StorageTargets, progress: Progress,
                          params: PitrRestoreParams, name: str) -> dict[str, Any]:
-    """The restore itself; `name` names its work folder under `pitr.restore_dir`."""
+    """The restore itself; `name` names its work folder under `pitr.restore_dir`. The WAL
+    is fetched while the base backup unpacks and while recovery replays it."""
     source = pitr_source(settings, params.source)
     base, wal = await _choose(settings, params.source, params)
     work = (settings.pitr.restore_dir / f"{params.source}-{name}").resolve()
     instance = PrivateInstance(settings, work, params.port or free_port())
     keep = False
+    instance.expect([s.segment for s in wal])
+    fetching = asyncio.create_task(_fetch_all(settings, targets, progress, wal,
+                                              instance.wal_dir))
     try:
         progress.set_phase("unpacking", str(base.id))
         await unpack_base(settings, targets, base, instance.data_dir)
-        progress.set_phase("fetching wal", f"{len(wal)} files")
-        instance.wal_dir.mkdir(parents=True, exist_ok=True)
-        for seg in wal:
-            await fetch_to(settings, targets, params.source, seg.segment,
-                           instance.wal_dir / seg.segment)
-            progress.items_done += 1
-        progress.set_phase("recovering")
+        progress.set_phase("recovering", f"{len(wal)} WAL files")
         instance.configure(params)
-        await instance.start()
-        await instance.wait_promoted()
+        await _recover(instance, fetching)
         result: dict[str, Any] = {"baseBackupId": str(base.id), "walFiles": len(wal),
                                   "port": instance.port, "dataDir": str(instance.data_dir)}
         if params.mode is PitrRestoreMode.inspect:
@@ -173,6 +202,8 @@ async def restore_source(settings: Settings, targets: StorageTargets, progress: 
         result.update(targetDatabase=params.target_database, port=None, dataDir=None)
         return result
     finally:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
         if not keep:
             await asyncio.shield(instance.stop())
             await asyncio.to_thread(shutil.rmtree, work, True)

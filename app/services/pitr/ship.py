@@ -112,6 +112,12 @@ async def fetch_to(settings: Settings, targets: StorageTargets, source: str, nam
     segment = await find_wal(source, name)
     if segment is None:
         raise NotFoundError(f"WAL file {name} of {source} is not archived")
+    return await fetch_segment_to(settings, targets, segment, dest)
+
+
+async def fetch_segment_to(settings: Settings, targets: StorageTargets, segment: WalSegment,
+                           dest: Path) -> WalSegment:
+    """One archived WAL file, its checksum checked, to dest: it appears there whole."""
     tmp = dest.with_name(dest.name + ".bvtmp")
     try:
         with tmp.open("wb") as out:
