@@ -1,11 +1,12 @@
 """Google Cloud Storage through its JSON API on httpx: resumable uploads sent chunk by
 chunk as the stream comes (one chunk uploading, one filling), so the object exists only
-once the last chunk lands; a failed upload's session is cancelled. Service-account keys
+once the last chunk lands. A chunk that fails transiently is resumed where GCS left it
+(gcs_upload); an upload that still fails has its session cancelled. Service-account keys
 are exchanged for access tokens (RS256 JWT bearer grant)."""
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,13 @@ from app.services.storage.base import (
     StorageError,
     check_prefix,
 )
+from app.services.storage.gcs_upload import (
+    ChunkRetry,
+    GcsHttpError,
+    ResumableUpload,
+    UploadLost,
+)
+from app.services.storage.gcs_upload import check as _check
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -32,25 +40,19 @@ CHUNK_SIZE = 8 * 1024 * 1024  # a multiple of 256 KiB, as GCS requires for every
 TIMEOUT = httpx.Timeout(120, connect=10)
 
 
-class GcsHttpError(Exception):
-    """A response GCS answered with an error status."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-
-
 class GcsStorage(KeyPrefix):
     name = "gcs"
 
     def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
                  credentials: dict[str, Any] | None = None,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, retry: ChunkRetry | None = None,
+                 timeout: httpx.Timeout = TIMEOUT) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = (endpoint_url or GCS_ENDPOINT).rstrip("/")
         self.chunk_size = chunk_size
+        self.retry = retry or ChunkRetry()
+        self.timeout = timeout
         self._credentials = credentials
         self._token: tuple[str, float] | None = None
         self._token_lock = asyncio.Lock()
@@ -61,7 +63,9 @@ class GcsStorage(KeyPrefix):
             raise StorageError("storage target needs gcs_bucket")
         credentials = (service_account(s.gcs_credentials_json.get_secret_value())
                        if s.gcs_credentials_json else None)
-        return cls(s.gcs_bucket, prefix=s.gcs_prefix, credentials=credentials,
+        # A failed chunk is resumed as often as any transient storage call is repeated.
+        retry = ChunkRetry(settings.storage.retries, settings.storage.retry_base_seconds)
+        return cls(s.gcs_bucket, prefix=s.gcs_prefix, credentials=credentials, retry=retry,
                    endpoint_url=str(s.gcs_endpoint_url) if s.gcs_endpoint_url else None)
 
 
@@ -124,51 +128,41 @@ class GcsStorage(KeyPrefix):
 
     async def put(self, key: str, chunks: Chunks) -> int:
         name = self._full(key)
-        pending: list[bytes] = []
-        pending_bytes = sent = 0
-        session: str | None = None
+        upload_url = f"{self.endpoint}/upload/storage/v1/b/{self.bucket}/o"
+        upload: ResumableUpload | None = None
         in_flight: asyncio.Task[None] | None = None
-        upload = f"{self.endpoint}/upload/storage/v1/b/{self.bucket}/o"
-        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sent = 0
+        async with httpx.AsyncClient(timeout=self.timeout) as http:
+            def request(method: str, url: str, **kwargs: Any) -> Awaitable[httpx.Response]:
+                return self._request(http, method, url, **kwargs)
             try:
-                async with aclosing(chunks) as source:
-                    async for chunk in source:
-                        # Every chunk but the last is exactly chunk_size (a multiple of
-                        # 256 KiB): only an incoming chunk that crosses the line is cut.
-                        while chunk:
-                            piece, chunk = _cut(chunk, self.chunk_size - pending_bytes)
-                            pending.append(piece)
-                            pending_bytes += len(piece)
-                            if pending_bytes < self.chunk_size:
-                                continue
-                            if session is None:
-                                session = await self._start(http, upload, name)
-                            if in_flight is not None:
-                                await in_flight  # at most one chunk uploading, one filling
-                            data = b"".join(pending)
-                            pending, pending_bytes = [], 0
-                            in_flight = asyncio.create_task(
-                                self._send_chunk(http, session, data, sent, None))
-                            sent += len(data)
-                if in_flight is not None:
-                    await in_flight
-                    in_flight = None
-                data = b"".join(pending)
-                if session is None:  # small: one request, atomic
-                    response = await self._request(
-                        http, "POST", upload, content=data,
-                        params={"uploadType": "media", "name": name},
-                        headers={"Content-Type": "application/octet-stream"})
-                    _check(response)
-                    return len(data)
-                await self._send_chunk(http, session, data, sent, sent + len(data))
-                return sent + len(data)
+                async with aclosing(_full_chunks(chunks, self.chunk_size)) as source:
+                    async for data, last in source:
+                        if upload is None and last:  # small: one request, atomic
+                            response = await request(
+                                "POST", upload_url, content=data,
+                                params={"uploadType": "media", "name": name},
+                                headers={"Content-Type": "application/octet-stream"})
+                            _check(response)
+                            return len(data)
+                        if upload is None:
+                            upload = ResumableUpload(
+                                request, await self._start(http, upload_url, name), self.retry)
+                        if in_flight is not None:
+                            await in_flight  # at most one chunk uploading, one filling
+                            in_flight = None
+                        if last:
+                            await upload.send(data, sent, sent + len(data))
+                            return sent + len(data)
+                        in_flight = asyncio.create_task(upload.send(data, sent, None))
+                        sent += len(data)
+                raise AssertionError("unreachable: the last chunk returns")
             except BaseException as exc:
                 if in_flight is not None:
                     in_flight.cancel()
                     await asyncio.gather(in_flight, return_exceptions=True)
-                if session is not None:
-                    await asyncio.shield(self._cancel(http, session))
+                if upload is not None:
+                    await asyncio.shield(upload.abandon(self._object_url(name)))
                 if isinstance(exc, GCS_ERRORS):
                     raise mapped(exc, f"Upload to {self.describe(key)} failed") from exc
                 raise
@@ -181,35 +175,6 @@ class GcsStorage(KeyPrefix):
                                              "contentType": "application/octet-stream"})
         _check(response)
         return response.headers["Location"]
-
-    async def _send_chunk(self, http: httpx.AsyncClient, session: str, data: bytes,
-                          start: int, total: int | None) -> None:
-        """One chunk (total None: more follow). GCS may keep fewer bytes than were sent
-        (a 308 whose Range ends short): the rest is sent again from there."""
-        while True:
-            span = f"{start}-{start + len(data) - 1}" if data else "*"
-            headers = {"Content-Length": str(len(data)),
-                       "Content-Range": f"bytes {span}/{'*' if total is None else total}"}
-            response = await self._request(http, "PUT", session, content=_body(data),
-                                           headers=headers)
-            if response.status_code != 308:
-                _check(response)
-                if total is None:
-                    raise GcsHttpError(response.status_code, "chunk not accepted")
-                return
-            kept = _persisted(response)
-            if kept >= start + len(data) and total is None:
-                return
-            if not start <= kept < start + len(data):
-                raise GcsHttpError(500, f"upload kept {kept} bytes, {start} were sent before")
-            data, start = data[kept - start:], kept
-
-    async def _cancel(self, http: httpx.AsyncClient, session: str) -> None:
-        try:
-            await self._request(http, "DELETE", session)  # GCS answers 499: cancelled
-        except (httpx.HTTPError, GcsHttpError, OSError):
-            # The endpoint may be gone: the session stays invisible and lapses in a week.
-            pass
 
     async def get(self, key: str) -> Chunks:
         async for chunk in self.get_range(key, 0):
@@ -280,17 +245,25 @@ class GcsStorage(KeyPrefix):
         return 0
 
 
-def _persisted(response: httpx.Response) -> int:
-    """How many bytes a resumable session holds, from a 308's `Range: bytes=0-N`."""
-    found = response.headers.get("Range", "")
-    return int(found.rsplit("-", 1)[1]) + 1 if found.startswith("bytes=0-") else 0
-
-
-async def _body(data: bytes) -> AsyncGenerator[bytes, None]:
-    """The bytes as a one-shot stream: httpx keeps each request (and a plain `content`
-    with it) in a reference cycle until the collector runs; a finished generator lets
-    the chunk go at once."""
-    yield data
+async def _full_chunks(chunks: Chunks, size: int) -> AsyncGenerator[tuple[bytes, bool], None]:
+    """The stream re-cut into chunks of exactly `size` bytes (a multiple of 256 KiB, as GCS
+    requires of every chunk but the last), each with whether it is the last (at least one,
+    maybe empty). A full chunk waits for the next byte, which tells whether more follow."""
+    pending: list[bytes] = []
+    filled = 0
+    ready: bytes | None = None
+    async with aclosing(chunks) as source:
+        async for piece in source:
+            while piece:
+                if ready is not None:
+                    yield ready, False
+                    ready = None
+                part, piece = _cut(piece, size - filled)
+                pending.append(part)
+                filled += len(part)
+                if filled == size:
+                    ready, pending, filled = b"".join(pending), [], 0
+    yield (ready, True) if ready is not None else (b"".join(pending), True)
 
 
 def _cut(data: bytes, room: int) -> tuple[bytes, bytes]:
@@ -311,24 +284,14 @@ def _json_field(response: httpx.Response, name: str) -> str | None:
     return str(value) if isinstance(value, str) else None
 
 
-def _check(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    reason = response.reason_phrase
-    try:
-        errors = response.json().get("error", {}).get("errors") or [{}]
-        reason = errors[0].get("reason") or reason
-    except (ValueError, AttributeError):
-        pass
-    raise GcsHttpError(response.status_code, reason)
-
-
 GCS_ERRORS = (httpx.HTTPError, GcsHttpError)
 TRANSPORT_ERRORS = (*GCS_ERRORS, OSError)
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether repeating the call may succeed: the network or a busy/failing service."""
+    if isinstance(exc, UploadLost):
+        return False
     if isinstance(exc, GcsHttpError):
         return exc.status >= 500 or exc.status in (408, 429)
     return isinstance(exc, httpx.TransportError | OSError)
