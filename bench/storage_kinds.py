@@ -100,8 +100,10 @@ def storage_kind_rows(backvault: Backvault, base_env: dict[str, str],
 
 
 def main() -> None:
-    """Only these rows, with the local row beside them for the ratio."""
+    """Only the storage-kind rows (Azure, GCS, SFTP), with the local row beside them for
+    the ratio; written to bench/results/storage_kinds.json and .md."""
     import tempfile
+    from dataclasses import asdict
     from pathlib import Path
 
     import pyrage
@@ -109,6 +111,7 @@ def main() -> None:
     from app.config import DEFAULT_LEVEL, CompressionAlgorithm
     from bench import run
     from bench.generate import generate_postgres
+    from bench.sftp_row import sftp_row
 
     gb = float(os.environ.get("BENCH_GB", "1"))
     database = f"bench_{str(gb).replace('.', '_')}gb"
@@ -131,13 +134,22 @@ def main() -> None:
     try:
         rows = [run.backvault(base_env, "bench-pg", "backvault_pg_local", "local disk")]
         rows += storage_kind_rows(run.backvault, base_env, level)
+        rows.append(sftp_row(run.backvault, base_env, level))
     finally:
         import shutil
         shutil.rmtree(work, ignore_errors=True)
     local = rows[0].wall_s
-    for row in rows:
-        run.say(f"{row.name:22} {row.wall_s:8.2f} s  {row.wall_s / local:5.2f}x local  "
-              f"peak RSS {row.peak_rss_mb:6.1f} MB  {row.stored_bytes / 2**20:8.1f} MiB stored")
+    lines = [f"{row.name:22} {row.wall_s:8.2f} s  {row.wall_s / local:5.2f}x local  "
+             f"peak RSS {row.peak_rss_mb:6.1f} MB  {row.stored_bytes / 2**20:8.1f} MiB stored"
+             for row in rows]
+    for line in lines:
+        run.say(line)
+    run.RESULTS.mkdir(parents=True, exist_ok=True)
+    data = [{**asdict(r), "x_local": round(r.wall_s / local, 3)} for r in rows]
+    (run.RESULTS / "storage_kinds.json").write_text(json.dumps(data, indent=2) + "\n")
+    (run.RESULTS / "storage_kinds.md").write_text(
+        f"BENCH_GB={gb} BENCH_REPEAT={run.REPEAT} python -m bench.storage_kinds\n\n"
+        + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
