@@ -28,7 +28,8 @@ async def run_drill(user: AdminUser, runner: RunnerDep, response: Response,
                     wait: Annotated[bool, Query(description="answer when done")] = False
                     ) -> JobOut:
     """Restore the newest good backup of one source (or all) into a scratch database,
-    check it and record the RTO, as a job (admin)."""
+    check it and record the RTO, as a job (admin); a PITR source is also restored to its
+    latest moment in a private instance."""
     job = await submit_drill(runner, (body or DrillRequest()).source, user.id)
     if wait:
         assert job.id is not None

@@ -48,6 +48,7 @@ class RestoreDrill(Document):
     # True when the scratch database was left in place (a failed drill with keep_failed).
     kept: bool = False
     # "database" (restored into a scratch database) or "content" (objects re-hashed).
+    # "pitr": WAL and the newest base backup re-hashed, then a restore to the latest time.
     mode: str = "database"
 
     class Settings:

@@ -143,15 +143,19 @@ async def test_prune_drops_old_verification_and_drill_records(settings: Settings
     drills = [RestoreDrill(source=source, started_at=at, result=DrillResult.failed)
               for at in (old - timedelta(days=1), old)]
     lonely = RestoreDrill(source=source + "-b", started_at=old, result=DrillResult.passed)
-    for record in [*checks, *drills, lonely]:
+    # An old dump drill stays beside a newer PITR drill of its source.
+    pitr = RestoreDrill(source=source + "-b", started_at=recent, result=DrillResult.passed,
+                        mode="pitr")
+    for record in [*checks, *drills, lonely, pitr]:
         await record.insert()
     try:
         await prune_history(settings)
         assert await BackupVerification.find({"source": source}).count() == 1  # the recent
-        # Each source keeps its newest drill, however old: health reads it.
+        # Each source keeps its newest drill of each mode, however old: health reads them.
         assert [d.id for d in await RestoreDrill.find({"source": source}).to_list()] == [
             drills[1].id]
         assert await RestoreDrill.get(lonely.id) is not None
+        assert await RestoreDrill.get(pitr.id) is not None
     finally:
         await BackupVerification.find({"source": source}).delete()
         await RestoreDrill.find({"source": {"$in": [source, source + "-b"]}}).delete()

@@ -61,15 +61,16 @@ async def _old_job_ids(cutoff: datetime, keep_fires: set[PydanticObjectId]
 
 
 async def _old_records(cutoff: datetime) -> dict[Any, list[PydanticObjectId]]:
-    """Verification and drill records older than cutoff; each source's newest drill stays
-    (health reads it)."""
+    """Verification and drill records older than cutoff; each source's newest drill of
+    each mode (dump, content, PITR) stays (health reads them)."""
     verifications = [raw["_id"] async for raw in BackupVerification.get_pymongo_collection(
         ).find({"at": {"$lt": cutoff}}, {"_id": 1})]
-    newest: dict[str, tuple[datetime, PydanticObjectId]] = {}
+    newest: dict[tuple[str, str], tuple[datetime, PydanticObjectId]] = {}
     old: list[PydanticObjectId] = []
     async for raw in RestoreDrill.get_pymongo_collection().find(
-            {}, {"_id": 1, "source": 1, "startedAt": 1}):
-        source, this = raw.get("source", ""), (raw.get("startedAt") or cutoff, raw["_id"])
+            {}, {"_id": 1, "source": 1, "startedAt": 1, "mode": 1}):
+        source = (raw.get("source", ""), raw.get("mode", "database"))
+        this = (raw.get("startedAt") or cutoff, raw["_id"])
         kept = newest.get(source)
         if kept is None or this[0] > kept[0]:
             newest[source], older = this, kept

@@ -30,6 +30,7 @@ from app.scheduler.fires import next_run
 from app.services.catalog.stats import configured_sources
 from app.services.jobs.runner import error_text
 from app.services.ops.space import free_bytes, largest_recent, spool_dir
+from app.services.recoverability.health import last_drill
 from app.services.storage import StorageTargets
 
 log = structlog.get_logger(__name__)
@@ -78,7 +79,8 @@ def _source_series() -> dict[str, Series]:
         ("backup_failures_7d", f"failed backups in the last {FAILURE_WINDOW_DAYS} days"),
         ("verification_last_passed", "1 when the newest verification passed, else 0"),
         ("verification_last_timestamp_seconds", "when the newest verification ran"),
-        ("drill_last_passed", "1 when the newest finished restore drill passed, else 0"),
+        ("drill_last_passed", "1 when the newest finished restore drill passed (the worse of a "
+                              "source's newest dump and PITR drills), else 0"),
         ("drill_last_timestamp_seconds", "when the newest finished restore drill started"),
         ("drill_rto_seconds", "RTO (download + restore + checks) of the newest drill"),
         ("drill_rto_target_seconds", "the RTO target of the newest drill"),
@@ -115,9 +117,9 @@ async def _source(name: str, out: dict[str, Series], since: datetime) -> None:
         out["verification_last_passed"].add(
             verified.result is VerificationResult.passed, name)
         out["verification_last_timestamp_seconds"].add(_ts(verified.at), name)
-    drill: RestoreDrill | None = await _newest(
-        RestoreDrill, {"source": name, "result": {"$ne": DrillResult.running.value}},
-        "startedAt")
+    # The worst of the newest drill of each mode: a passing PITR drill does not hide a
+    # failed dump drill (nor the reverse).
+    drill: RestoreDrill | None = await last_drill(name)
     if drill is not None:
         out["drill_last_passed"].add(drill.result is DrillResult.passed, name)
         out["drill_last_timestamp_seconds"].add(_ts(drill.started_at), name)

@@ -18,6 +18,7 @@ from app.services.databases.kinds import in_other_format
 from app.services.jobs.runner import JobContext, JobRunner, Progress, error_text
 from app.services.ops.notify import Event, Message, send
 from app.services.recoverability.content_drill import drill_content
+from app.services.recoverability.pitr_drill import drill_pitr, has_pitr_drill
 from app.services.recoverability.restore_drill import close_record, drill_database
 from app.services.recoverability.scratch import drop_scratch, scratch_source
 from app.services.storage import StorageTargets
@@ -132,34 +133,55 @@ async def _notify_over_target(settings: Settings, record: RestoreDrill) -> None:
     """A drill that passed but took longer than its target (failures fail the job, which
     notifies as every failed job does)."""
     if record.result is DrillResult.passed and record.over_target:
+        what = "PITR drill" if record.mode == "pitr" else "restore drill"
         await send(settings, Message(
-            Event.backup_failed, f"Backvault: restore drill of {record.source} over its RTO",
+            Event.backup_failed, f"Backvault: {what} of {record.source} over its RTO",
             f"source: {record.source}\nRTO: {record.rto_s} s\ntarget: {record.rto_target_s} s"
             f"\nphases: {record.phases}", failure=True))
 
 
+async def _drill_one(ctx: JobContext, name: str, every: bool) -> list[RestoreDrill]:
+    """A source's dump drill, and its PITR drill when it is a PITR source with a base
+    backup. A named source with neither still gets a (failing) dump drill; "every source"
+    skips it."""
+    pitr = await has_pitr_drill(ctx.settings, name)
+    dump = await newest_good_backup(name) is not None
+    records = []
+    if dump or not (pitr or every):
+        records.append(await drill_source(ctx.settings, ctx.all_targets, name, ctx.job.id,
+                                          ctx.progress))
+    if pitr:
+        if not dump:  # drill_source settles leftovers of a stopped service; do it here
+            await settle_interrupted(ctx.settings, name)
+        records.append(await drill_pitr(ctx.settings, ctx.all_targets, name, ctx.job.id,
+                                        ctx.progress))
+    return records
+
+
 async def run_restore_drill(ctx: JobContext) -> dict[str, Any]:
-    """The `restore_drill` job handler: one source, or every source that has a backup."""
+    """The `restore_drill` job handler: one source, or every source that has a backup (a
+    dump, or a PITR base backup)."""
     params = params_of(ctx.job, DrillParams)
     names = [params.source] if params.source else drill_sources(ctx.settings)
-    if not params.source:  # "every source": those never backed up have nothing to drill
-        names = [n for n in names if await newest_good_backup(n) is not None]
     records = []
     for name in names:
-        record = await drill_source(ctx.settings, ctx.all_targets, name, ctx.job.id,
-                                    ctx.progress)
-        await _notify_over_target(ctx.settings, record)
-        records.append(record)
+        for record in await _drill_one(ctx, name, every=params.source is None):
+            await _notify_over_target(ctx.settings, record)
+            records.append(record)
     failed = [r for r in records if r.result is DrillResult.failed]
     if failed:
         raise ValueError("Restore drill failed: " + "; ".join(
-            f"{r.source}: {', '.join(r.failures[:3])}" for r in failed))
-    return {"drills": [{"drillId": str(r.id), "source": r.source, "result": r.result.value,
-                        "rtoS": r.rto_s, "overTarget": r.over_target} for r in records]}
+            f"{r.source}{' (pitr)' if r.mode == 'pitr' else ''}: {', '.join(r.failures[:3])}"
+            for r in failed))
+    return {"drills": [{"drillId": str(r.id), "source": r.source, "mode": r.mode,
+                        "result": r.result.value, "rtoS": r.rto_s,
+                        "overTarget": r.over_target} for r in records]}
 
 
 class RtoTrend(ApiSchema):
     source: str
+    # One trend per source and mode: a PITR drill's RTO is not a dump drill's.
+    mode: str
     rto_target_s: float | None
     last_result: DrillResult
     # Newest first: the RTO of each of the last `drills.trend` finished drills.
@@ -172,18 +194,18 @@ class DrillList(ApiSchema):
 
 
 async def list_drills(settings: Settings, source: str | None, limit: int) -> DrillList:
-    """Drills, newest first, and the RTO trend of each source."""
+    """Drills, newest first, and the RTO trend of each source and mode."""
     query: dict[str, Any] = {"source": source} if source else {}
     drills = await RestoreDrill.find(query).to_list()
     drills.sort(key=lambda d: d.started_at, reverse=True)
-    by_source: dict[str, list[RestoreDrill]] = {}
+    by_source: dict[tuple[str, str], list[RestoreDrill]] = {}
     for drill in drills:
         if drill.result is not DrillResult.running:
-            by_source.setdefault(drill.source, []).append(drill)
-    trends = [RtoTrend(source=name, rto_target_s=settings.drills.rto_target(name),
+            by_source.setdefault((drill.source, drill.mode), []).append(drill)
+    trends = [RtoTrend(source=name, mode=mode, rto_target_s=settings.drills.rto_target(name),
                        last_result=done[0].result,
                        rto_s=[d.rto_s for d in done[:settings.drills.trend]])
-              for name, done in sorted(by_source.items())]
+              for (name, mode), done in sorted(by_source.items())]
     return DrillList(items=[RestoreDrillOut.model_validate(d) for d in drills[:limit]],
                      trends=trends)
 
