@@ -59,7 +59,8 @@ class StorageWrapper:
 class RetryingStorage(StorageWrapper):
     """Repeats idempotent calls that failed transiently, with exponential backoff and
     jitter. A put is never repeated: it consumes a one-shot stream (S3 parts are retried
-    by the S3 client itself, GCS chunks resumed by gcs_upload); a read or listing is repeated only before its first item."""
+    by the S3 client itself, GCS chunks resumed by gcs_upload); a read or listing is
+    repeated only before its first item."""
 
     def __init__(self, inner: Storage, retries: int = 4, base_seconds: float = 0.5) -> None:
         super().__init__(inner)
