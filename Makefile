@@ -68,8 +68,10 @@ bench-list: venv services
 	$(WITH_SERVICES) $(BIN)/python -m bench.list_load
 
 # PITR on a throwaway cluster of its own: RPO with the primary killed, pgbench tps without
-# and with archiving, restore to the latest time (bench/pitr.py; sizes by PITR_BENCH_*).
+# and with archiving, restore to a time beside pgBackRest (installed from Debian here)
+# restoring the same primary to the same time (bench/pitr.py; sizes by PITR_BENCH_*).
 bench-pitr: venv services
+	scripts/services bench-tools
 	$(WITH_SERVICES) $(BIN)/python -m bench.pitr
 
 clean:

@@ -4,12 +4,15 @@ rpo_s: committed transactions lost when the primary is killed under a steady wri
 (seconds between the last commit a client saw and the last commit in the archive, read
 with pg_waldump from the archived WAL; median of PITR_BENCH_TRIALS). tps_without /
 tps_with: pgbench throughput without and with archiving. restore_s: base backup plus the
-WAL since, restored to the latest time into a private instance. pgbackrest_restore_s: not
-measured by this script yet (null).
+WAL since (PITR_BENCH_WAL_MB), restored to a time into a private instance and promoted;
+pgbackrest_restore_s: pgBackRest (Debian package, bench/pgbackrest.py) restoring its own
+full backup of the same primary, taken beside Backvault's, to the same time. Both restored
+instances are read back: they must hold the same rows.
 
 Sizes: PITR_BENCH_SCALE (pgbench scale, 70 ~ 1 GB), PITR_BENCH_WAL_MB (WAL written after
 the base backup), PITR_BENCH_SECONDS (each pgbench run), PITR_BENCH_TRIALS,
-PITR_BENCH_PARTIAL_S (the partial-segment ship interval under test).
+PITR_BENCH_PARTIAL_S (the partial-segment ship interval under test), PITR_BENCH_ROUNDS
+(pgbench runs without and with archiving, alternated; medians).
 """
 
 import asyncio
@@ -43,6 +46,7 @@ from app.services.pitr.basebackup import take_base_backup
 from app.services.pitr.restore import restore_source
 from app.services.pitr.ship import fetch_to
 from app.services.pitr.walnames import parse_lsn, segment_number
+from bench.pgbackrest import PgBackRest
 
 PG_BIN = Path(os.environ.get("BACKVAULT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 MONGO_URI = os.environ.get("BACKVAULT_MONGO_URI", "mongodb://127.0.0.1:57017/")
@@ -50,6 +54,7 @@ SCALE = int(os.environ.get("PITR_BENCH_SCALE", "70"))
 WAL_MB = int(os.environ.get("PITR_BENCH_WAL_MB", "1024"))
 SECONDS = int(os.environ.get("PITR_BENCH_SECONDS", "30"))
 TRIALS = int(os.environ.get("PITR_BENCH_TRIALS", "5"))
+ROUNDS = int(os.environ.get("PITR_BENCH_ROUNDS", "3"))
 PARTIAL_S = float(os.environ.get("PITR_BENCH_PARTIAL_S", "30"))
 RUN_USER = os.environ.get("BACKVAULT_PG_RUN_USER", "postgres")
 WORK = Path(os.environ.get("PITR_BENCH_DIR", "/var/tmp/backvault-bench-pitr"))
@@ -96,6 +101,14 @@ class Primary:
                                 str(WORK / "primary.log"), "-o",
                                 f"-p {self.port} -k {WORK} -c listen_addresses=127.0.0.1",
                                 "start"]), check=True, stdout=subprocess.DEVNULL)
+
+    def archive_to(self, command: str) -> None:
+        """Turn on archive_command (pgBackRest's) and restart."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\narchive_mode = on\narchive_command = '{command}'\n")
+        subprocess.run(as_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                                "-w", "stop"]), check=True, stdout=subprocess.DEVNULL)
+        self.start()
 
     def kill(self) -> None:
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
@@ -169,75 +182,166 @@ async def archived_last_commit(settings: Settings, targets: Any) -> float:
     return newest
 
 
-async def wal_since(primary: Primary, start: str) -> int:
-    conn = await asyncpg.connect(primary.uri)
+async def query(uri: str, sql: str) -> Any:
+    conn = await asyncpg.connect(uri)
     try:
-        return int(await conn.fetchval(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", parse_lsn(start)))
+        return await conn.fetchval(sql)
     finally:
         await conn.close()
 
 
+async def wal_since(primary: Primary, start: str) -> int:
+    lsn = parse_lsn(start)
+    return int(await query(primary.uri, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                                        f"'{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}'::pg_lsn)"))
+
+
+async def tps_rounds(primary: Primary, archivers: WalArchivers) -> tuple[float, float]:
+    """pgbench without and with archiving, alternated ROUNDS times; the medians."""
+    without, with_ = [], []
+    for _ in range(ROUNDS):
+        await archivers.stop()
+        without.append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        archivers.start()
+        with_.append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        say(f"tps without / with archiving: {without[-1]:.0f} / {with_[-1]:.0f}")
+    return statistics.median(without), statistics.median(with_)
+
+
+async def write_wal(primary: Primary, start: str) -> None:
+    while await wal_since(primary, start) < WAL_MB << 20:
+        await asyncio.to_thread(subprocess.run, [
+            str(PG_BIN / "pgbench"), "-c", "4", "-j", "2", "-T", "10", primary.uri],
+            check=True, capture_output=True)
+
+
+async def mark_target(primary: Primary) -> str:
+    """Five marks committed before the target time and five after, then a WAL switch; the
+    target time (both restores must hold exactly the first five)."""
+    conn = await asyncpg.connect(primary.uri)
+    try:
+        await conn.execute("CREATE TABLE marks (n int, at timestamptz DEFAULT clock_timestamp())")
+        for n in range(10):
+            if n == 5:
+                await asyncio.sleep(1)
+                target = str(await conn.fetchval("SELECT clock_timestamp()::text"))
+                await asyncio.sleep(1)
+            await conn.execute("INSERT INTO marks (n) VALUES ($1)", n)
+        switched = str(await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())"))
+        while (str(await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver"))
+               < switched):
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+    while not await WalSegment.find_one({"source": "benchpg", "segment": switched,
+                                         "partial": False}):
+        await asyncio.sleep(0.5)
+    return target
+
+
+READ_BACK = "SELECT (SELECT count(*) FROM marks) || '/' || (SELECT sum(abalance) FROM " \
+            "pgbench_accounts)"
+
+
+async def restore_both(settings: Settings, targets: Any, rest: PgBackRest,
+                       target: str) -> dict[str, Any]:
+    """Backvault's restore to `target`, then pgBackRest's; each instance read back."""
+    started = time.monotonic()
+    params = PitrRestoreParams(source="benchpg", target_time=datetime.fromisoformat(target),
+                               dry_run=False)
+    result = await restore_source(settings, targets, Progress(), params, "bench")
+    restore_s = time.monotonic() - started
+    ours = await query(f"postgresql://{RUN_USER}@127.0.0.1:{result['port']}/bench", READ_BACK)
+    subprocess.run(result["stopCommand"].split(), stdout=subprocess.DEVNULL)
+    say(f"backvault restore to {target}: {restore_s:.1f} s, marks/balance {ours}")
+    port, into = free_port(), WORK / "pgbackrest-restore"
+    pgbackrest_s = rest.restore_to(target, into, port)
+    try:
+        theirs = await query(f"postgresql://{RUN_USER}@127.0.0.1:{port}/bench", READ_BACK)
+    finally:
+        rest.stop(into)
+    say(f"pgbackrest restore to {target}: {pgbackrest_s:.1f} s, marks/balance {theirs}")
+    return {"restore_s": round(restore_s, 2), "pgbackrest_restore_s": round(pgbackrest_s, 2),
+            "target_time": target, "read_back": ours, "same_rows": ours == theirs
+            and ours.startswith("5/")}
+
+
+async def rpo_trials(primary: Primary, settings: Settings, targets: Any) -> list[float]:
+    rpos = []
+    for trial in range(TRIALS):
+        last_seen = await write_until_killed(primary)
+        await asyncio.sleep(PARTIAL_S + 5)  # the service outlives the primary
+        archived = await archived_last_commit(settings, targets)
+        rpos.append(max(0.0, last_seen - archived))
+        say(f"trial {trial + 1}: rpo {rpos[-1]:.2f} s")
+        primary.start()
+    return rpos
+
+
+async def measure(primary: Primary) -> dict[str, Any]:
+    settings = settings_for(primary)
+    rest = PgBackRest(WORK, primary.data, primary.port, PG_BIN, RUN_USER, as_user)
+    async with open_runtime(settings) as runtime:
+        archivers = WalArchivers(settings, runtime.targets).start()
+        try:
+            tps_without, tps_with = await tps_rounds(primary, archivers)
+            primary.archive_to(rest.configure())
+            pgbackrest_backup_s = rest.backup()
+            started = time.monotonic()
+            base = await take_base_backup(settings, runtime.targets, Progress(), "benchpg",
+                                          admin=PydanticObjectId())
+            backup_s = time.monotonic() - started
+            say(f"full backups: backvault {backup_s:.1f} s, pgbackrest "
+                f"{pgbackrest_backup_s:.1f} s")
+            await write_wal(primary, base.options["pitr"]["stopLsn"])
+            target = await mark_target(primary)
+            restored = await restore_both(settings, runtime.targets, rest, target)
+            rpos = await rpo_trials(primary, settings, runtime.targets)
+        finally:
+            await archivers.stop()
+    return {"scale": SCALE, "wal_mb": WAL_MB, "partial_interval_s": PARTIAL_S,
+            "rpo_s": statistics.median(rpos), "rpo_trials_s": rpos,
+            "tps_without": tps_without, "tps_with": tps_with, **restored,
+            "base_backup_s": round(backup_s, 2),
+            "pgbackrest_backup_s": round(pgbackrest_backup_s, 2),
+            "base_bytes": base.stored_bytes, "base_plain_bytes": base.plaintext_bytes}
+
+
+async def drop_catalog() -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URI)
+    await client.drop_database("backvault_bench_pitr")
+    await client.close()
+
+
 async def main() -> dict[str, Any]:
     shutil.rmtree(WORK, ignore_errors=True)
+    await drop_catalog()  # a run that failed leaves its records
     primary = Primary(free_port())
     try:
         say(f"primary: pgbench scale {SCALE}")
         primary.init()
-        tps_without = pgbench_tps(primary.uri)
-        say(f"tps without archiving: {tps_without:.0f}")
-        settings = settings_for(primary)
-        async with open_runtime(settings) as runtime:
-            archivers = WalArchivers(settings, runtime.targets).start()
-            try:
-                base = await take_base_backup(settings, runtime.targets, Progress(), "benchpg",
-                                              admin=PydanticObjectId())
-                tps_with = pgbench_tps(primary.uri)
-                say(f"tps with archiving: {tps_with:.0f}")
-                while await wal_since(primary, base.options["pitr"]["stopLsn"]) < WAL_MB << 20:
-                    subprocess.run([str(PG_BIN / "pgbench"), "-c", "4", "-j", "2", "-T", "10",
-                                    primary.uri], check=True, capture_output=True)
-                rpos = []
-                for trial in range(TRIALS):
-                    last_seen = await write_until_killed(primary)
-                    await asyncio.sleep(PARTIAL_S + 5)  # the service outlives the primary
-                    archived = await archived_last_commit(settings, runtime.targets)
-                    rpos.append(max(0.0, last_seen - archived))
-                    say(f"trial {trial + 1}: rpo {rpos[-1]:.2f} s")
-                    primary.start()
-                await asyncio.sleep(PARTIAL_S + 5)
-                started = time.monotonic()
-                params = PitrRestoreParams(source="benchpg", latest=True, dry_run=False)
-                result = await restore_source(settings, runtime.targets, Progress(), params,
-                                              "bench")
-                restore_s = time.monotonic() - started
-                subprocess.run(result["stopCommand"].split(), stdout=subprocess.DEVNULL)
-                say(f"restore to latest: {restore_s:.1f} s")
-            finally:
-                await archivers.stop()
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URI)
-        await client.drop_database("backvault_bench_pitr")
-        await client.close()
-        return {"scale": SCALE, "wal_mb": WAL_MB, "partial_interval_s": PARTIAL_S,
-                "rpo_s": statistics.median(rpos), "rpo_trials_s": rpos,
-                "tps_without": tps_without, "tps_with": tps_with,
-                "restore_s": round(restore_s, 2), "pgbackrest_restore_s": None,
-                "base_bytes": base.stored_bytes}
+        return await measure(primary)
     finally:
         primary.stop()
+        await drop_catalog()
         shutil.rmtree(WORK, ignore_errors=True)
 
 
 def table(result: dict[str, Any]) -> str:
     overhead = 100 * (1 - result["tps_with"] / result["tps_without"])
+    ratio = result["restore_s"] / result["pgbackrest_restore_s"]
     return "\n".join([
         "| measure | value | goal |", "|---|---|---|",
         f"| RPO, primary killed (median of {len(result['rpo_trials_s'])}) | "
         f"{result['rpo_s']:.1f} s | < 60 s |",
-        f"| pgbench tps without / with archiving | {result['tps_without']:.0f} / "
+        f"| pgbench tps without / with archiving (medians) | {result['tps_without']:.0f} / "
         f"{result['tps_with']:.0f} ({overhead:.1f}% cost) | < 5% |",
-        f"| restore to latest (scale {result['scale']}, {result['wal_mb']} MB WAL) | "
-        f"{result['restore_s']:.1f} s | within 1.2x pgBackRest (not measured) |", ""])
+        f"| full backup: Backvault / pgBackRest | {result['base_backup_s']:.1f} s / "
+        f"{result['pgbackrest_backup_s']:.1f} s | |",
+        f"| restore to a time (scale {result['scale']}, {result['wal_mb']} MB WAL): "
+        f"Backvault / pgBackRest | {result['restore_s']:.1f} s / "
+        f"{result['pgbackrest_restore_s']:.1f} s ({ratio:.2f}x; same rows: "
+        f"{result['same_rows']}) | within 1.2x |", ""])
 
 
 if __name__ == "__main__":
