@@ -57,6 +57,9 @@ class StorageTargetSettings(S3Fields):
     azure_account_key: SecretStr | None = None
     azure_sas_token: SecretStr | None = None
     azure_prefix: str = "backvault"
+    # Blocks a put sends at once; it holds (this + 1) blocks of 8 MiB (more when
+    # limits.max_size_mb needs bigger blocks to fit Azure's 50,000).
+    azure_blocks_in_flight: int = Field(default=2, ge=1, le=16)
     # gcs: a bucket and a service account's JSON key; gcs_endpoint_url only for an
     # emulator or a private endpoint (without credentials there: no auth at all).
     gcs_bucket: str | None = None

@@ -1,8 +1,12 @@
 """Azure Blob targets against a real Azurite: the storage contract every kind passes, and
 what is Azure's own (uncommitted blocks, SAS tokens, settings)."""
 
+import asyncio
+import hashlib
 import os
+import tracemalloc
 import uuid
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +20,7 @@ from app.services.artifacts.stages import collect, from_bytes
 from app.services.storage import Storage, StorageTargets
 from app.services.storage.azure import (
     MIN_BLOCK,
+    PUT_ATTEMPTS,
     AzureBlobStorage,
     account_name_of,
     block_size_for,
@@ -23,6 +28,7 @@ from app.services.storage.azure import (
 from app.services.storage.base import StorageError
 from app.services.storage.wrappers import StorageWrapper
 from tests.support import store_contract as contract
+from tests.support.azure_faults import BlockFaultProxy
 from tests.support.settings import RUN
 from tests.support.storage_targets import with_targets
 
@@ -74,6 +80,151 @@ def kind() -> contract.StoreKind:
 
 class TestContract(contract.StoreContract):
     """Azure: invisible until the block list is committed; cancel drops staged blocks."""
+
+
+async def _via(proxy: BlockFaultProxy, kind: contract.StoreKind, in_flight: int = 3
+               ) -> tuple[AzureBlobStorage, AzureBlobStorage]:
+    """The kind's place through the proxy with `in_flight` blocks at once, and directly
+    (to inspect it)."""
+    port = await proxy.start()
+    direct = kind.make(None)
+    assert isinstance(direct, AzureBlobStorage)
+    through = AzureBlobStorage(_with_port(f"http://127.0.0.1:{port}"), CONTAINER,
+                               prefix=direct.prefix, account_key=AZURE_KEY,
+                               max_object_bytes=1024 ** 3, blocks_in_flight=in_flight)
+    assert through.block_size == MIN_BLOCK
+    await direct.prepare()
+    return through, direct
+
+
+@pytest.mark.parametrize("in_flight", [1, 4])
+async def test_put_holds_blocks_in_flight_plus_one(kind: contract.StoreKind,
+                                                   in_flight: int) -> None:
+    """A put holds (in flight + 1) blocks and a little: no joined copy of a block, no
+    copy of it in aiohttp's or the transport's buffers."""
+    store = AzureBlobStorage(AZURE_URL, CONTAINER, prefix=f"mem-{RUN}-{uuid.uuid4().hex[:6]}",
+                             account_key=AZURE_KEY, max_object_bytes=1024 ** 3,
+                             blocks_in_flight=in_flight)
+    await store.prepare()
+    total = 8 * MIN_BLOCK
+    tracemalloc.start()
+    try:
+        assert await store.put("m/obj.bin", contract.stream(total)) == total
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    bound = (in_flight + 1) * MIN_BLOCK + in_flight * contract.MIB + 2 * contract.MIB
+    assert peak < bound, f"held {peak / contract.MIB:.1f} MiB"
+    await store.delete("m/obj.bin")
+
+
+async def mixed_chunks(total: int) -> AsyncGenerator[bytes, None]:
+    """Deterministic bytes in chunks of very different sizes, tiny ones in runs."""
+    sizes = [3, 100, 5000, 70_000, 1_000_003, 17, 40_000, 300_000]
+    sent = index = 0
+    while sent < total:
+        size = min(sizes[index % len(sizes)], total - sent)
+        yield bytes((sent + i) % 251 for i in range(size))
+        sent += size
+        index += 1
+
+
+async def test_chunks_of_any_size_round_trip(kind: contract.StoreKind) -> None:
+    """Tiny and large chunks go out as they came (tiny ones gathered), in order."""
+    store = AzureBlobStorage(AZURE_URL, CONTAINER, prefix=f"mix-{RUN}-{uuid.uuid4().hex[:6]}",
+                             account_key=AZURE_KEY, max_object_bytes=1024 ** 3,
+                             blocks_in_flight=3)
+    await store.prepare()
+    total = 2 * MIN_BLOCK + 777_777
+    expected = hashlib.sha256()
+    async for chunk in mixed_chunks(total):
+        expected.update(chunk)
+    assert await store.put("x/obj.bin", mixed_chunks(total)) == total
+    got = hashlib.sha256(await collect(store.get("x/obj.bin")))
+    assert got.hexdigest() == expected.hexdigest()
+    await store.delete("x/obj.bin")
+
+
+async def test_blocks_landing_out_of_order_commit_in_stream_order(
+        kind: contract.StoreKind) -> None:
+    """The first block held mid-request while the next ones land: the blob still reads
+    back in stream order."""
+    proxy = BlockFaultProxy(kind.upstream_port, hold=frozenset({0}))
+    store, direct = await _via(proxy, kind)
+    total = 5 * MIN_BLOCK + 100
+    try:
+        task = asyncio.create_task(store.put("order/obj.bin", contract.stream(total)))
+        await proxy.until(lambda: proxy.held == 1 and {1, 2} <= set(proxy.forwarded))
+        proxy.release.set()
+        assert await task == total
+    finally:
+        await proxy.close()
+    assert proxy.forwarded.index(0) > proxy.forwarded.index(2)
+    sha = hashlib.sha256(await collect(direct.get("order/obj.bin")))
+    assert sha.hexdigest() == contract.digest_of_pattern(total)
+
+
+async def test_failed_middle_block_leaves_nothing(kind: contract.StoreKind) -> None:
+    """Three blocks in flight, the middle one failing on every attempt while the others
+    are mid-request: the put fails, commits nothing and drops every block it staged
+    (those sent beside and after the failing one too)."""
+    proxy = BlockFaultProxy(kind.upstream_port, cut=frozenset({1}), hold=frozenset({0, 2}))
+    store, direct = await _via(proxy, kind)
+    try:
+        task = asyncio.create_task(store.put("mid/obj.bin", contract.stream(6 * MIN_BLOCK)))
+        await proxy.until(lambda: proxy.held == 2 and proxy.cuts >= 1)
+        proxy.release.set()
+        with pytest.raises(StorageError, match="Upload to ") as caught:
+            await task
+    finally:
+        await proxy.close()
+    assert caught.value.transient  # a cut connection: the retry wrapper may run it again
+    assert proxy.cuts == PUT_ATTEMPTS
+    assert {0, 2} <= set(proxy.forwarded)  # blocks beside it were staged, then dropped
+    assert await direct.stat("mid/obj.bin") is None
+    assert await contract.keys(direct, "mid/") == []
+    assert await direct.pending_uploads() == []
+    assert await direct.discard_stale_partials(older_than_seconds=0) == 0
+    assert await direct.pending_uploads() == []
+
+
+async def test_a_block_cut_once_is_resent_whole(kind: contract.StoreKind) -> None:
+    """The SDK's retry of a block whose request was cut part-way sends the whole block
+    again (its body starts over), so the blob is complete."""
+    proxy = BlockFaultProxy(kind.upstream_port, cut=frozenset({1}), cut_limit=1)
+    store, direct = await _via(proxy, kind)
+    total = 3 * MIN_BLOCK + 5
+    try:
+        assert await store.put("again/obj.bin", contract.stream(total)) == total
+    finally:
+        await proxy.close()
+    assert proxy.cuts == 1
+    assert proxy.forwarded.count(1) == 1
+    sha = hashlib.sha256(await collect(direct.get("again/obj.bin")))
+    assert sha.hexdigest() == contract.digest_of_pattern(total)
+    assert await direct.pending_uploads() == []
+
+
+async def test_cancel_with_blocks_in_flight_leaves_nothing(kind: contract.StoreKind) -> None:
+    """A put cancelled while three blocks are mid-request: they land within the grace,
+    then every staged block is dropped, so none is left behind the drop."""
+    proxy = BlockFaultProxy(kind.upstream_port, hold=frozenset({1, 2, 3}))
+    store, direct = await _via(proxy, kind)
+    try:
+        task = asyncio.create_task(store.put("cx/obj.bin", contract.stream(8 * MIN_BLOCK)))
+        await proxy.until(lambda: proxy.held == 3)
+        await contract.eventually_pending(kind, direct, "cx/obj.bin")  # block 0 staged
+        task.cancel()
+        asyncio.get_running_loop().call_later(0.5, proxy.release.set)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await proxy.close()
+    assert sorted(proxy.forwarded) == [0, 1, 2, 3]  # the held ones reached the server
+    assert await direct.stat("cx/obj.bin") is None
+    assert await contract.keys(direct, "cx/") == []
+    assert await direct.pending_uploads() == []
+    assert await direct.discard_stale_partials(older_than_seconds=0) == 0
 
 
 def _sas(permission: ContainerSasPermissions) -> str:
@@ -151,6 +302,10 @@ def test_targets_need_their_fields() -> None:
                                               "azure_account_url": AZURE_URL
                                               + "?sv=2024&sig=leaked-sig"})
     assert "leaked-sig" not in str(caught.value)
+    for bad in (0, 17):
+        with pytest.raises(ValidationError, match="azure_blocks_in_flight"):
+            StorageTargetSettings.model_validate({**base, "azure_account_key": AZURE_KEY,
+                                                  "azure_blocks_in_flight": bad})
 
 
 def test_config_view_hides_the_key_and_the_token() -> None:
@@ -168,7 +323,16 @@ def test_build_target_makes_a_wrapped_azure_storage(settings: Settings) -> None:
     store = StorageTargets.from_settings(ours).default
     assert store.name == "azure"
     assert isinstance(store, StorageWrapper)
-    assert isinstance(store.unwrapped(), AzureBlobStorage)
+    azure = store.unwrapped()
+    assert isinstance(azure, AzureBlobStorage)
+    assert azure.blocks_in_flight == 2  # the default
+    four = with_targets(settings, [{**azure_kind().target("far", None),
+                                    "azure_blocks_in_flight": 4}], default="far")
+    wrapped = StorageTargets.from_settings(four).default
+    assert isinstance(wrapped, StorageWrapper)
+    azure = wrapped.unwrapped()
+    assert isinstance(azure, AzureBlobStorage)
+    assert azure.blocks_in_flight == 4
     assert store.describe("a/b").startswith(f"{AZURE_URL}/{CONTAINER}/t-")
 
 
