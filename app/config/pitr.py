@@ -20,6 +20,10 @@ class PitrSettings(Group):
     slot_prefix: str = Field(default="backvault_", pattern=r"^[a-z0-9_]{1,40}$")
     # How often the segment being received (.partial) is shipped: the RPO, in seconds.
     partial_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # pg_receivewal --synchronous: fsync each message and report it at once. Needed only if
+    # the primary's synchronous_standby_names can name the receiver (e.g. '*'): commits
+    # would otherwise wait up to a segment. Costs the primary throughput (see bench-pitr).
+    receiver_synchronous: bool = False
     # Warn (health, notification) when a slot holds back more WAL than this on the primary.
     slot_lag_alert_bytes: int = Field(default=1024 ** 3, ge=1)
     # Spool of pg_receivewal: the segments being received, one folder per source.

@@ -91,6 +91,10 @@ async def test_archive_kill_restart_and_gap(client: httpx.AsyncClient, archiving
     reported = await until(lambda: _archiver_report(client, viewer))
     assert reported["holding"] is True
     assert reported["lagBytes"] >= 0
+    # The segment being received ships as it grows, recording how much of it holds WAL.
+    await _insert(100)
+    grown = await until(_grown_partial)
+    assert grown.segment > second
 
     # One archived segment goes: the check names it and the window ends before it.
     lost = await WalSegment.get(f"pg:{first}")
@@ -114,6 +118,12 @@ async def _archiver_report(client: httpx.AsyncClient, viewer: Account) -> Any:
     window = (await client.get("/api/pitr/pg/window", headers=viewer.headers)).json()
     return window["archiver"] if window["archiver"] and \
         window["archiver"].get("lagBytes") is not None else None
+
+
+async def _grown_partial() -> WalSegment | None:
+    found = await WalSegment.find({"source": "pg", "partial": True}).to_list()
+    return next((s for s in found if s.end_lsn and s.start_lsn is not None
+                 and s.end_lsn > s.start_lsn), None)
 
 
 async def _auto_base_backup() -> str | None:

@@ -139,11 +139,12 @@ class SourceArchiver:
             log.warning("pg_receivewal exited; restarting", source=self.source.name, code=code)
             await asyncio.sleep(RESTART_SECONDS)
         self._drop_unpadded()
-        # No --synchronous: an fsync per message cost the primary 11.7% of its pgbench tps
-        # on a shared host (bench-pitr, scale 10); the partial ships from the page cache
-        # and the slot keeps whatever was not yet flushed here.
+        # Without --synchronous (the default) the slot keeps whatever was not yet flushed
+        # here and the partial ships from the page cache; with it, an fsync per message
+        # cost the primary 11.7% of its pgbench tps on a shared host (bench-pitr, scale 10).
+        sync = ["--synchronous"] if self.settings.pitr.receiver_synchronous else []
         args = [self.tools.path("pg_receivewal"), f"--directory={self.folder}",
-                f"--slot={self.slot}", "--no-loop", "--no-password",
+                f"--slot={self.slot}", "--no-loop", *sync, "--no-password",
                 "--status-interval=1", f"--dbname={self.conn.uri}"]
         with self.conn.child_env() as env:
             self.proc = await asyncio.create_subprocess_exec(
@@ -215,15 +216,17 @@ class SourceArchiver:
         self.state.partial_sent = {path.name: loop.time()}
 
     async def _received_in(self, path: Path) -> int | None:
-        """How far into the partial segment WAL has been received (the slot's flush)."""
+        """How far into the partial segment WAL has been received: the receiver's write
+        position as its walsender reports it (each second), else the slot's."""
         try:
             conn = await self.conn.connect()
         except SourceError:
             return None  # the primary is down: ship what was received all the same
         try:
             row = await conn.fetchrow(
-                "SELECT pg_wal_lsn_diff(restart_lsn, '0/0') AS r "
-                "FROM pg_replication_slots WHERE slot_name = $1", self.slot)
+                "SELECT pg_wal_lsn_diff(COALESCE(r.write_lsn, s.restart_lsn), '0/0') AS r "
+                "FROM pg_replication_slots s LEFT JOIN pg_stat_replication r "
+                "ON r.pid = s.active_pid WHERE s.slot_name = $1", self.slot)
         finally:
             await conn.close()
         if row is None or row["r"] is None:

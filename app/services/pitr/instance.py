@@ -4,6 +4,7 @@ backup, recovery settings, start as the configured OS user, promotion, copy-out,
 import asyncio
 import os
 import pwd
+import shlex
 import shutil
 from contextlib import aclosing
 from pathlib import Path
@@ -19,7 +20,10 @@ from app.services.databases.base import SourceError
 from app.services.databases.postgres.source import PgTools, PostgresSource, stderr_tail
 from app.services.storage import StorageTargets
 
-PROMOTE_TIMEOUT = 900.0
+# Recovery fails when its log shows no progress this long (a restore may take hours).
+STALL_SECONDS = 900.0
+START_SECONDS = 30.0  # for the postmaster to write its pid file
+PROMOTED = ("archive recovery complete", "database system is ready to accept connections")
 
 
 async def unpack_base(settings: Settings, targets: StorageTargets, backup: Backup,
@@ -61,6 +65,7 @@ class PrivateInstance:
         self.settings, self.work, self.port = settings, work, port
         self.data_dir, self.wal_dir = work / "data", work / "wal"
         self.log = work / "postgres.log"
+        self.expected, self.script = work / "wal.expected", work / "fetch-wal.sh"
         self.tools = PgTools(settings.tools.pg_bin_dir)
         self.as_root = os.geteuid() == 0
         self.started = False
@@ -74,20 +79,30 @@ class PrivateInstance:
     def expect(self, names: list[str]) -> None:
         """The WAL files the restore brings into `wal_dir` while recovery runs. The
         restore_command waits for one of them and refuses any other name at once (a
-        newer timeline's history file, the segment after the end)."""
+        newer timeline's history file, the segment after the end: exit 1, "not there").
+        Anything else that goes wrong exits 255, which makes PostgreSQL stop with an
+        error instead of ending recovery early at an older moment."""
         self.wal_dir.mkdir(parents=True, exist_ok=True)
-        (self.work / "wal.expected").write_text("".join(f"{n}\n" for n in names))
-        (self.work / "fetch-wal.sh").write_text(
+        self.expected.write_text("".join(f"{n}\n" for n in names))
+        listed, folder = shlex.quote(str(self.expected)), shlex.quote(str(self.wal_dir))
+        self.script.write_text(
             "#!/bin/sh\n"
-            f'grep -qxF "$1" "{self.work}/wal.expected" || exit 1\n'
-            f'while [ ! -e "{self.wal_dir}/$1" ]; do\n'
-            # A restore that fails or stops takes the list away: no waiter outlives it.
-            f'  [ -e "{self.work}/wal.expected" ] || exit 1; sleep 0.05\n'
+            f'grep -qxF "$1" {listed} || exit 1\n'
+            f'while [ ! -e {folder}/"$1" ]; do\n'
+            # A restore that fails, stops or dies takes the list (or itself) away: no
+            # waiter outlives it.
+            f'  [ -e {listed} ] && [ -d /proc/{os.getpid()} ] || exit 255\n'
+            '  sleep 0.05\n'
             'done\n'
-            f'exec cp "{self.wal_dir}/$1" "$2"\n')
+            f'cp {folder}/"$1" "$2" || exit 255\n')
+
+    def release(self) -> None:
+        """Waiting restore_commands give up (a failed or stopped restore)."""
+        self.expected.unlink(missing_ok=True)
 
     def configure(self, request: PitrRestoreRequest) -> None:
-        lines = [f"restore_command = {_quote(f'sh {self.work}/fetch-wal.sh %f %p')}",
+        script = shlex.quote(str(self.script)).replace("%", "%%")
+        lines = [f"restore_command = {_quote(f'sh {script} %f %p')}",
                  "recovery_target_action = 'promote'",
                  "recovery_target_timeline = 'latest'",
                  f"port = {self.port}", "listen_addresses = '127.0.0.1'",
@@ -121,11 +136,21 @@ class PrivateInstance:
         return proc.returncode or 0, out.decode(errors="replace")
 
     async def start(self) -> None:
-        self.started = True  # even if cancelled while pg_ctl waits: stop() then stops it
-        code, out = await self._pg_ctl("-l", str(self.log), "-w", "-t", "600",
-                                       "-o", f"-p {self.port}", "start")
+        """Launch the postmaster without waiting: with hot_standby off, `pg_ctl -w` would
+        wait for the whole recovery under its own timeout (wait_promoted watches it)."""
+        self.started = True  # even if cancelled while pg_ctl runs: stop() then stops it
+        code, out = await self._pg_ctl("-l", str(self.log), "-W", "-o", f"-p {self.port}",
+                                       "start")
         if code != 0:
             raise SourceError(f"The private PostgreSQL did not start: {self._log_tail() or out}")
+
+    def _log_from(self, offset: int) -> bytes:
+        try:
+            with self.log.open("rb") as log:
+                log.seek(offset)
+                return log.read()
+        except FileNotFoundError:
+            return b""
 
     def _log_tail(self) -> str:
         try:
@@ -139,17 +164,29 @@ class PrivateInstance:
         netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
         return urlunsplit((parts.scheme, netloc, "/" + database, "", ""))
 
-    async def wait_promoted(self, source: SourceSettings | None = None) -> None:
-        """Until recovery reached its target and the instance was promoted."""
-        deadline = asyncio.get_running_loop().time() + PROMOTE_TIMEOUT
+    async def wait_promoted(self) -> None:
+        """Until recovery reached its target and the instance was promoted; fails when the
+        postmaster is gone, or its log shows no progress for STALL_SECONDS."""
+        loop = asyncio.get_running_loop()
+        started, seen_pid, read, tail = loop.time(), False, 0, ""
+        deadline = started + STALL_SECONDS
+        found: set[str] = set()
         while True:
-            if self.data_dir.joinpath("postmaster.pid").exists() is False:
+            running = self.data_dir.joinpath("postmaster.pid").exists()
+            seen_pid = seen_pid or running
+            if not running and (seen_pid or loop.time() > started + START_SECONDS):
                 raise SourceError(f"Recovery failed: {self._log_tail()}")
-            if "database system is ready to accept connections" in self._log_tail() and \
-                    "archive recovery complete" in self.log.read_text(errors="replace"):
+            new = self._log_from(read)
+            if new:  # only what was logged since: a long recovery logs a line per file
+                read, deadline = read + len(new), loop.time() + STALL_SECONDS
+                text = tail + new.decode(errors="replace")
+                found |= {m for m in PROMOTED if m in text}
+                tail = text[-200:]
+            if len(found) == len(PROMOTED):
                 return
-            if asyncio.get_running_loop().time() > deadline:
-                raise SourceError("Recovery did not finish in time")
+            if loop.time() > deadline:
+                raise SourceError(f"Recovery made no progress for {STALL_SECONDS:.0f} s: "
+                                  f"{self._log_tail()}")
             await asyncio.sleep(0.2)
 
     async def copy_database(self, source: SourceSettings, database: str, target: str,
@@ -176,7 +213,7 @@ class PrivateInstance:
         await live.restore_file(dump, target, drop_existing=exists)
 
     async def stop(self) -> None:
-        (self.work / "wal.expected").unlink(missing_ok=True)
+        self.release()
         if self.started and self.data_dir.joinpath("postmaster.pid").exists():
             await self._pg_ctl("-m", "fast", "-w", "stop")
         self.started = False

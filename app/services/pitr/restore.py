@@ -5,6 +5,7 @@ WAL fetched and checked into a staging folder, a private PostgreSQL started with
 import asyncio
 import shutil
 import socket
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from app.models.wal import PitrRestoreMode, PitrRestoreRequest, WalSegment
 from app.services.jobs.runner import JobContext, JobRunner, Progress
 from app.services.pitr.basebackup import pitr_source
 from app.services.pitr.instance import PrivateInstance, unpack_base
-from app.services.pitr.ship import fetch_segment_to
+from app.services.pitr.ship import fetch_to
 from app.services.pitr.walnames import parse_lsn, segment_number
 from app.services.pitr.window import base_backups, source_window, wal_segments
 from app.services.storage import StorageTargets
@@ -82,9 +83,12 @@ async def _choose(settings: Settings, source: str,
     segments = await wal_segments(source)
     history = [s for s in segments if s.history]
     first, last = chain.start_wal, chain.reaches or chain.stop_wal
-    wanted = [s for s in segments if not s.history
-              and segment_number(first) <= segment_number(s.segment) <= segment_number(last)]
-    return base, history + wanted
+    wanted: dict[str, WalSegment] = {}  # one per file: the whole segment over its partial
+    for s in segments:
+        if not s.history and segment_number(first) <= segment_number(s.segment) \
+                <= segment_number(last) and (s.segment not in wanted or not s.partial):
+            wanted[s.segment] = s
+    return base, history + [wanted[name] for name in sorted(wanted)]
 
 
 async def plan_restore(settings: Settings, source: str,
@@ -141,34 +145,48 @@ async def run_pitr_restore(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _fetch_all(settings: Settings, targets: StorageTargets, progress: Progress,
-                     wal: list[WalSegment], folder: Path) -> None:
+                     source: str, wal: list[WalSegment], folder: Path) -> None:
     for segment in wal:
-        await fetch_segment_to(settings, targets, segment, folder / segment.segment)
+        # By name, just before it is read: the partial copy may have been re-shipped or
+        # replaced by the whole segment since the plan.
+        await fetch_to(settings, targets, source, segment.segment, folder / segment.segment)
         progress.items_done += 1
 
 
-async def _recover(instance: PrivateInstance, fetching: asyncio.Task[None]) -> None:
-    """Start the instance and wait until it is promoted (with hot_standby off, `pg_ctl
-    start -w` itself waits for recovery); a WAL file that cannot be fetched (or fails its
-    checksum) fails the restore at once rather than letting recovery end early."""
-    async def up() -> None:
-        await instance.start()
-        await instance.wait_promoted()
-
-    promoted = asyncio.create_task(up())
+async def _alongside(work: Coroutine[Any, Any, None], fetching: asyncio.Task[None]) -> None:
+    """`work` (the unpack, the recovery), failed at once if fetching the WAL fails
+    meanwhile: recovery must not end early at an older moment for want of a file."""
+    task = asyncio.create_task(work)
     try:
         while True:
             error = fetching.exception() if fetching.done() and not fetching.cancelled() \
                 else None
             if error is not None:
                 raise error
-            if promoted.done():
-                return await promoted
-            await asyncio.wait({promoted} if fetching.done() else {promoted, fetching},
+            if task.done():
+                return task.result()
+            await asyncio.wait({task} if fetching.done() else {task, fetching},
                                return_when=asyncio.FIRST_COMPLETED)
     finally:
-        promoted.cancel()
-        await asyncio.gather(promoted, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _recover(instance: PrivateInstance) -> None:
+    await instance.start()
+    await instance.wait_promoted()
+
+
+def check_space(settings: Settings, base: Backup, wal: list[WalSegment]) -> None:
+    """The restore folder must hold the data directory and the WAL (a tenth spare)."""
+    needed = int(((base.plaintext_bytes or 0) + sum(s.size for s in wal)) * 1.1)
+    folder = settings.pitr.restore_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ConflictError(f"{folder} has {free >> 20} MiB free; this restore needs about "
+                            f"{needed >> 20} MiB (base backup and WAL)",
+                            {"freeBytes": free, "neededBytes": needed})
 
 
 async def restore_source(settings: Settings, targets: StorageTargets, progress: Progress,
@@ -177,18 +195,20 @@ async def restore_source(settings: Settings, targets: StorageTargets, progress: 
     is fetched while the base backup unpacks and while recovery replays it."""
     source = pitr_source(settings, params.source)
     base, wal = await _choose(settings, params.source, params)
+    check_space(settings, base, wal)
     work = (settings.pitr.restore_dir / f"{params.source}-{name}").resolve()
     instance = PrivateInstance(settings, work, params.port or free_port())
     keep = False
     instance.expect([s.segment for s in wal])
-    fetching = asyncio.create_task(_fetch_all(settings, targets, progress, wal,
-                                              instance.wal_dir))
+    fetching = asyncio.create_task(_fetch_all(settings, targets, progress, params.source,
+                                              wal, instance.wal_dir))
     try:
         progress.set_phase("unpacking", str(base.id))
-        await unpack_base(settings, targets, base, instance.data_dir)
+        await _alongside(unpack_base(settings, targets, base, instance.data_dir), fetching)
         progress.set_phase("recovering", f"{len(wal)} WAL files")
         instance.configure(params)
-        await _recover(instance, fetching)
+        await _alongside(_recover(instance), fetching)
+        fetching.cancel()  # promoted: what was not fetched yet is not needed
         result: dict[str, Any] = {"baseBackupId": str(base.id), "walFiles": len(wal),
                                   "port": instance.port, "dataDir": str(instance.data_dir)}
         if params.mode is PitrRestoreMode.inspect:
@@ -202,6 +222,8 @@ async def restore_source(settings: Settings, targets: StorageTargets, progress: 
         result.update(targetDatabase=params.target_database, port=None, dataDir=None)
         return result
     finally:
+        if not keep:
+            instance.release()  # first, and at once: waiting restore_commands give up
         fetching.cancel()
         await asyncio.gather(fetching, return_exceptions=True)
         if not keep:

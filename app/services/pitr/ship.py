@@ -19,6 +19,7 @@ from app.services.pitr.walnames import is_history, segment_range, timeline_of
 from app.services.storage import StorageTargets
 
 PARTIAL = ".partial"
+PARTIAL_LOOKUPS = 3
 
 
 class WalIntegrityError(NotFoundError):
@@ -108,11 +109,25 @@ async def checked_plaintext(settings: Settings, targets: StorageTargets,
 
 async def fetch_to(settings: Settings, targets: StorageTargets, source: str, name: str,
                    dest: Path) -> WalSegment:
-    """`restore_command`'s work: one WAL file written to dest (via a temporary name)."""
+    """`restore_command`'s work: one WAL file written to dest (via a temporary name),
+    looked up just before it is read: the segment being received is re-shipped (a new
+    SHA-256) every partial interval and dropped once archived whole, so a partial copy that
+    changed meanwhile is looked up again."""
+    for _ in range(PARTIAL_LOOKUPS - 1):
+        segment = await _archived(source, name)
+        try:
+            return await fetch_segment_to(settings, targets, segment, dest)
+        except NotFoundError:
+            if not segment.partial:
+                raise
+    return await fetch_segment_to(settings, targets, await _archived(source, name), dest)
+
+
+async def _archived(source: str, name: str) -> WalSegment:
     segment = await find_wal(source, name)
     if segment is None:
         raise NotFoundError(f"WAL file {name} of {source} is not archived")
-    return await fetch_segment_to(settings, targets, segment, dest)
+    return segment
 
 
 async def fetch_segment_to(settings: Settings, targets: StorageTargets, segment: WalSegment,
@@ -123,6 +138,7 @@ async def fetch_segment_to(settings: Settings, targets: StorageTargets, segment:
         with tmp.open("wb") as out:
             async for chunk in await checked_plaintext(settings, targets, segment):
                 await asyncio.to_thread(out.write, chunk)
+        tmp.chmod(0o644)  # a restore's instance runs as another user (its folder is 0700)
         tmp.replace(dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -38,6 +38,24 @@ async def submit_pitr_verify(runner: JobRunner, source: str, drill: bool,
                                source=source, trigger=trigger, requested_by=requested_by)
 
 
+async def _wal_problem(targets: StorageTargets, seg: WalSegment,
+                       progress: Progress) -> str | None:
+    """What is wrong with one archived WAL object, if anything. The segment being
+    received is re-shipped every partial interval (a new SHA-256) and dropped once whole:
+    a partial copy whose record changed or went meanwhile is not damaged."""
+    try:
+        digest = await digest_of(targets.named(seg.storage_target), seg.key, progress.add_read)
+        problem = None if digest.hexdigest == seg.sha256 else \
+            f"WAL {seg.segment}{' (partial)' if seg.partial else ''}"
+    except AppError as exc:
+        problem = f"WAL {seg.segment}: {exc.message}"
+    if problem is not None and seg.partial:
+        now = await WalSegment.get(seg.id)
+        if now is None or now.sha256 != seg.sha256:
+            return None
+    return problem
+
+
 async def check_pitr_objects(targets: StorageTargets, source: str,
                              progress: Progress) -> dict[str, Any]:
     """Re-hash every WAL object of a source and its newest base backup. The result's
@@ -47,13 +65,9 @@ async def check_pitr_objects(targets: StorageTargets, source: str,
     progress.items_total = len(segments)
     damaged: list[str] = []
     for seg in segments:
-        try:
-            digest = await digest_of(targets.named(seg.storage_target), seg.key,
-                                     progress.add_read)
-            if digest.hexdigest != seg.sha256:
-                damaged.append(f"WAL {seg.segment}{' (partial)' if seg.partial else ''}")
-        except AppError as exc:
-            damaged.append(f"WAL {seg.segment}: {exc.message}")
+        problem = await _wal_problem(targets, seg, progress)
+        if problem is not None:
+            damaged.append(problem)
         progress.items_done += 1
     result: dict[str, Any] = {"walChecked": len(segments), "damaged": damaged}
     bases = await base_backups(source)
