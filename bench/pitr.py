@@ -3,7 +3,9 @@
 rpo_s: committed transactions lost when the primary is killed under a steady write load
 (seconds between the last commit a client saw and the last commit in the archive, read
 with pg_waldump from the archived WAL; median of PITR_BENCH_TRIALS). tps_without /
-tps_with: pgbench throughput without and with archiving. restore_s: base backup plus the
+tps_with / tps_with_pgbackrest: pgbench throughput without archiving (archive_command
+/bin/true), with Backvault's (pg_receivewal, shipping) and with pgBackRest's archive_command
+instead, on the same host as the primary. restore_s: base backup plus the
 WAL since (PITR_BENCH_WAL_MB), restored to a time into a private instance and promoted;
 pgbackrest_restore_s: pgBackRest (Debian package, bench/pgbackrest.py) restoring its own
 full backup of the same primary, taken beside Backvault's, to the same time. Both restored
@@ -12,7 +14,7 @@ instances are read back: they must hold the same rows.
 Sizes: PITR_BENCH_SCALE (pgbench scale, 70 ~ 1 GB), PITR_BENCH_WAL_MB (WAL written after
 the base backup), PITR_BENCH_SECONDS (each pgbench run), PITR_BENCH_TRIALS,
 PITR_BENCH_PARTIAL_S (the partial-segment ship interval under test), PITR_BENCH_ROUNDS
-(pgbench runs without and with archiving, alternated; medians).
+(the three pgbench runs, alternated; medians).
 """
 
 import asyncio
@@ -90,6 +92,9 @@ class Primary:
         subprocess.run(as_user([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", RUN_USER,
                                 "--auth=trust", "-E", "UTF8"]), check=True,
                        stdout=subprocess.DEVNULL)
+        # Archiving on, to nowhere: pgBackRest's archive_command is switched in by reload.
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\narchive_mode = on\narchive_command = '/bin/true'\n")
         self.start()
         subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                         "-U", RUN_USER, "bench"], check=True)
@@ -102,13 +107,14 @@ class Primary:
                                 f"-p {self.port} -k {WORK} -c listen_addresses=127.0.0.1",
                                 "start"]), check=True, stdout=subprocess.DEVNULL)
 
-    def archive_to(self, command: str) -> None:
-        """Turn on archive_command (pgBackRest's) and restart."""
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\narchive_mode = on\narchive_command = '{command}'\n")
-        subprocess.run(as_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                                "-w", "stop"]), check=True, stdout=subprocess.DEVNULL)
-        self.start()
+    async def archive_to(self, command: str) -> None:
+        """Set archive_command (pgBackRest's, or /bin/true) and reload."""
+        conn = await asyncpg.connect(self.uri)
+        try:
+            await conn.execute(f"ALTER SYSTEM SET archive_command = '{command}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
 
     def kill(self) -> None:
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
@@ -196,16 +202,25 @@ async def wal_since(primary: Primary, start: str) -> int:
                                         f"'{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}'::pg_lsn)"))
 
 
-async def tps_rounds(primary: Primary, archivers: WalArchivers) -> tuple[float, float]:
-    """pgbench without and with archiving, alternated ROUNDS times; the medians."""
-    without, with_ = [], []
+async def tps_rounds(primary: Primary, archivers: WalArchivers,
+                     pgbackrest: str) -> dict[str, float]:
+    """pgbench without archiving, with Backvault's, and with pgBackRest's archive_command,
+    alternated ROUNDS times; the medians."""
+    runs: dict[str, list[float]] = {"tps_without": [], "tps_with": [],
+                                    "tps_with_pgbackrest": []}
     for _ in range(ROUNDS):
         await archivers.stop()
-        without.append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        runs["tps_without"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
         archivers.start()
-        with_.append(await asyncio.to_thread(pgbench_tps, primary.uri))
-        say(f"tps without / with archiving: {without[-1]:.0f} / {with_[-1]:.0f}")
-    return statistics.median(without), statistics.median(with_)
+        runs["tps_with"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        await archivers.stop()
+        await primary.archive_to(pgbackrest)
+        runs["tps_with_pgbackrest"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        await primary.archive_to("/bin/true")
+        archivers.start()
+        say("tps without / Backvault / pgBackRest archiving: "
+            + " / ".join(f"{tps[-1]:.0f}" for tps in runs.values()))
+    return {name: statistics.median(tps) for name, tps in runs.items()}
 
 
 async def write_wal(primary: Primary, start: str) -> None:
@@ -284,8 +299,10 @@ async def measure(primary: Primary) -> dict[str, Any]:
     async with open_runtime(settings) as runtime:
         archivers = WalArchivers(settings, runtime.targets).start()
         try:
-            tps_without, tps_with = await tps_rounds(primary, archivers)
-            primary.archive_to(rest.configure())
+            archive_command = rest.configure()
+            rest.run("stanza-create")
+            tps = await tps_rounds(primary, archivers, archive_command)
+            await primary.archive_to(archive_command)
             pgbackrest_backup_s = rest.backup()
             started = time.monotonic()
             base = await take_base_backup(settings, runtime.targets, Progress(), "benchpg",
@@ -301,7 +318,7 @@ async def measure(primary: Primary) -> dict[str, Any]:
             await archivers.stop()
     return {"scale": SCALE, "wal_mb": WAL_MB, "partial_interval_s": PARTIAL_S,
             "rpo_s": statistics.median(rpos), "rpo_trials_s": rpos,
-            "tps_without": tps_without, "tps_with": tps_with, **restored,
+            **tps, **restored,
             "base_backup_s": round(backup_s, 2),
             "pgbackrest_backup_s": round(pgbackrest_backup_s, 2),
             "base_bytes": base.stored_bytes, "base_plain_bytes": base.plaintext_bytes}
@@ -329,6 +346,7 @@ async def main() -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     overhead = 100 * (1 - result["tps_with"] / result["tps_without"])
+    theirs = 100 * (1 - result["tps_with_pgbackrest"] / result["tps_without"])
     ratio = result["restore_s"] / result["pgbackrest_restore_s"]
     return "\n".join([
         "| measure | value | goal |", "|---|---|---|",
@@ -336,6 +354,8 @@ def table(result: dict[str, Any]) -> str:
         f"{result['rpo_s']:.1f} s | < 60 s |",
         f"| pgbench tps without / with archiving (medians) | {result['tps_without']:.0f} / "
         f"{result['tps_with']:.0f} ({overhead:.1f}% cost) | < 5% |",
+        f"| the same with pgBackRest's archive_command instead | "
+        f"{result['tps_with_pgbackrest']:.0f} ({theirs:.1f}% cost) | |",
         f"| full backup: Backvault / pgBackRest | {result['base_backup_s']:.1f} s / "
         f"{result['pgbackrest_backup_s']:.1f} s | |",
         f"| restore to a time (scale {result['scale']}, {result['wal_mb']} MB WAL): "
