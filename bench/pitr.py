@@ -202,6 +202,18 @@ async def wal_since(primary: Primary, start: str) -> int:
                                         f"'{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}'::pg_lsn)"))
 
 
+async def caught_up(primary: Primary) -> None:
+    """Until the receiver has the WAL its slot kept while it was stopped, and a few seconds
+    to ship it: the steady state is measured, not the catching up."""
+    while True:
+        behind = await query(primary.uri, "SELECT min(pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                                          "write_lsn)) FROM pg_stat_replication")
+        if behind is not None and behind < 1 << 20:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(5)
+
+
 async def tps_rounds(primary: Primary, archivers: WalArchivers,
                      pgbackrest: str) -> dict[str, float]:
     """pgbench without archiving, with Backvault's, and with pgBackRest's archive_command,
@@ -212,6 +224,7 @@ async def tps_rounds(primary: Primary, archivers: WalArchivers,
         await archivers.stop()
         runs["tps_without"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
         archivers.start()
+        await caught_up(primary)
         runs["tps_with"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
         await archivers.stop()
         await primary.archive_to(pgbackrest)
