@@ -57,6 +57,9 @@ WAL_MB = int(os.environ.get("PITR_BENCH_WAL_MB", "1024"))
 SECONDS = int(os.environ.get("PITR_BENCH_SECONDS", "30"))
 TRIALS = int(os.environ.get("PITR_BENCH_TRIALS", "5"))
 ROUNDS = int(os.environ.get("PITR_BENCH_ROUNDS", "3"))
+# pg_receivewal's folder (default on the work disk); e.g. /dev/shm/... to see what the
+# spool's writes on the primary's disk cost (a diagnosis: a RAM spool is not durable).
+SPOOL = os.environ.get("PITR_BENCH_SPOOL")
 PARTIAL_S = float(os.environ.get("PITR_BENCH_PARTIAL_S", "30"))
 RUN_USER = os.environ.get("BACKVAULT_PG_RUN_USER", "postgres")
 WORK = Path(os.environ.get("PITR_BENCH_DIR", "/var/tmp/backvault-bench-pitr"))
@@ -148,7 +151,7 @@ def settings_for(primary: Primary) -> Settings:
         "encryption": {"recipients": [str(key.to_public())],
                        "identity_file": str(WORK / "key.txt")},
         "limits": {"max_size_mb": 100_000, "timeout_seconds": 7200},
-        "pitr": {"sources": ["benchpg"], "receive_dir": str(WORK / "spool"),
+        "pitr": {"sources": ["benchpg"], "receive_dir": SPOOL or str(WORK / "spool"),
                  "restore_dir": str(WORK / "restore"), "partial_interval_seconds": PARTIAL_S,
                  "run_user": RUN_USER},
     })
