@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from beanie import PydanticObjectId
 from fastapi import FastAPI
 
 from app.config import Settings
@@ -127,6 +128,16 @@ async def test_a_newer_passing_pitr_drill_does_not_hide_a_failed_dump_drill(
         # Both modes passing: no issue.
         await RestoreDrill(source="pg", mode="pitr", result=DrillResult.passed,
                            started_at=now - timedelta(minutes=5), finished_at=now).insert()
+        assert "pg" not in await drill_issues(["pg"])
+        # A mode the newest drill job did not run no longer applies (the source left
+        # pitr.sources): its failure stops counting.
+        await RestoreDrill(source="pg", mode="pitr", result=DrillResult.failed,
+                           job_id=PydanticObjectId(), failures=["restore: gone"],
+                           started_at=now - timedelta(minutes=3), finished_at=now).insert()
+        assert "pg" in await drill_issues(["pg"])
+        await RestoreDrill(source="pg", mode="database", result=DrillResult.passed,
+                           job_id=PydanticObjectId(), started_at=now - timedelta(minutes=1),
+                           finished_at=now).insert()
         assert "pg" not in await drill_issues(["pg"])
     finally:
         await RestoreDrill.find_all().delete()

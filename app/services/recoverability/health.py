@@ -17,13 +17,16 @@ def _badness(drill: RestoreDrill) -> tuple[bool, bool, datetime]:
 
 def last_drills(drills: Iterable[RestoreDrill]) -> dict[str, RestoreDrill]:
     """By source: the worst (failed, then over its RTO target, then the newer) of its
-    newest finished drill of each mode."""
+    newest finished drill of each mode that its newest drill job ran. A job drills every
+    mode that applies to a source, so a mode missing from it no longer applies (the
+    source left pitr.sources, or lost its dumps) and its old result no longer counts."""
+    finished = sorted((d for d in drills if d.result is not DrillResult.running),
+                      key=lambda d: d.started_at)
+    newest_job = {d.source: d.job_id for d in finished}
     newest: dict[tuple[str, str], RestoreDrill] = {}
-    for drill in drills:
-        key = (drill.source, drill.mode)
-        if drill.result is not DrillResult.running and (
-                key not in newest or drill.started_at > newest[key].started_at):
-            newest[key] = drill
+    for drill in finished:
+        if drill.job_id == newest_job[drill.source]:
+            newest[(drill.source, drill.mode)] = drill
     last: dict[str, RestoreDrill] = {}
     for drill in newest.values():
         kept = last.get(drill.source)
