@@ -113,6 +113,7 @@ async def test_a_base_backup_never_counts_toward_the_dump_minimum(settings: Sett
     config = configured(settings, {"min_count": 3}, base_min_count=1)
     dumps = [await backup(config, admin, "pr-minimum", 20 + d) for d in range(3)]  # expired
     await backup(config, admin, "pr-minimum", 10, starts_at=3)  # newer, expired too
+    await wal(config, "pr-minimum", range(3, 4))  # restorable: it counts in its own series
 
     done = await apply_retention(config, LocalStorage(config.storage.local_dir),
                                  CleanupRequest(source="pr-minimum"))
@@ -271,3 +272,21 @@ async def test_deleting_keeps_each_series_minimum(settings: Settings, admin: Acc
     kept = await Backup.get(only_base.id)
     assert kept is not None
     assert kept.status is BackupStatus.completed
+
+
+async def test_a_restorable_base_backup_outlives_newer_ones_whose_wal_is_broken(
+        settings: Settings, admin: Account) -> None:
+    config = configured(settings, {"min_count": 5}, base_min_count=1, base_max_count=8)
+    storage = LocalStorage(config.storage.local_dir)
+    # All past their one day; only the oldest has its WAL (2 to 4), the newer two none.
+    restorable, *broken = [
+        await backup(config, admin, "pr-broken", days, retention=1, starts_at=start)
+        for days, start in ((17, 2), (10, 8), (3, 9))]
+    await wal(config, "pr-broken", range(2, 5))
+
+    done = await apply_retention(config, storage, CleanupRequest(source="pr-broken"))
+    assert {i.id for i in done.deleted} == {b.id for b in broken}
+    assert [i.id for i in done.protected] == [restorable.id]
+    assert await Backup.get(restorable.id) is not None
+    left = sorted(s.segment for s in await WalSegment.find({"source": "pr-broken"}).to_list())
+    assert left == [segment_name(1, n) for n in range(2, 5)]

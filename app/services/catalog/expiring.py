@@ -13,7 +13,7 @@ from apscheduler.triggers.base import BaseTrigger
 from app.config import Settings
 from app.models.backup import Backup, BackupStatus
 from app.models.dashboard import ExpiringBackup
-from app.services.catalog.retention import decide_source
+from app.services.catalog.retention import decide_source, unrestorable_bases
 
 # Future moments asked per source: enough for the next few removals, bounded work.
 MAX_PROBES_PER_SOURCE = 40
@@ -33,14 +33,15 @@ def _moments(backups: list[Backup], settings: Settings, now: datetime) -> list[d
     return sorted(found)[:MAX_PROBES_PER_SOURCE]
 
 
-def _source_expiring(backups: list[Backup], settings: Settings, now: datetime,
-                     limit: int) -> list[tuple[datetime, Backup, list[str]]]:
+def _source_expiring(backups: list[Backup], settings: Settings, now: datetime, limit: int,
+                     unrestorable: frozenset[str]) -> list[tuple[datetime, Backup, list[str]]]:
     out: list[tuple[datetime, Backup, list[str]]] = []
     by_id = {b.id: b for b in backups}
     seen: set[Any] = set()
     for at in [now, *_moments(backups, settings, now)]:
         # A hair after the moment: the age rule removes a backup once its limit is reached.
-        decision = decide_source(backups, settings, at + timedelta(microseconds=1))
+        decision = decide_source(backups, settings, at + timedelta(microseconds=1),
+                                 unrestorable)
         for backup_id, reasons in decision.delete.items():
             if backup_id not in seen:
                 seen.add(backup_id)
@@ -63,7 +64,8 @@ async def expiring_next(settings: Settings, now: datetime, cleanup_triggers: lis
     async for backup in Backup.find({"status": {"$ne": BackupStatus.pending.value}}):
         by_source.setdefault(backup.source, []).append(backup)
     found = [entry for backups in by_source.values()
-             for entry in _source_expiring(backups, settings, now, limit)]
+             for entry in _source_expiring(backups, settings, now, limit,
+                                           await unrestorable_bases(settings, backups))]
     found.sort(key=lambda e: (e[0], e[1].created_at))
     result = []
     for at, backup, reasons in found[:limit]:

@@ -35,6 +35,7 @@ from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
 from app.services.pitr.basebackup import BASE_FORMAT
 from app.services.pitr.retention import WalPruned, plan_wal_pruning
+from app.services.pitr.window import source_window
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
@@ -132,12 +133,13 @@ GFS_RULES: list[tuple[str, str, Callable[[datetime], Hashable]]] = [
 
 
 def decide(backups: list[Backup], policy: RetentionSettings, now: datetime,
-           timezone: str = "UTC", noun: str = "good backups") -> Decision:
+           timezone: str = "UTC", noun: str = "good backups",
+           counted: Callable[[Backup], bool] = counts_for_source) -> Decision:
     """The fate of one series of a source's finished backups (never pending ones)."""
     zone = zoneinfo.ZoneInfo(timezone)
     decision = Decision()
     newest_first = sorted(backups, key=lambda b: (b.created_at, b.id), reverse=True)
-    good = [b for b in newest_first if counts_for_source(b)]
+    good = [b for b in newest_first if counted(b)]
     rank = {id(b): n for n, b in enumerate(good)}
     protect: dict[PydanticObjectId, list[str]] = {}
 
@@ -208,21 +210,38 @@ async def good_in_series(source: str | None, series: Series) -> int:
     return sum([chain_series(raw.get("formatChain") or []) == series async for raw in found])
 
 
-def decide_series(backups: list[Backup], settings: Settings,
-                  now: datetime) -> list[tuple[Series, list[Backup], Decision]]:
+async def unrestorable_bases(settings: Settings, backups: list[Backup]) -> frozenset[str]:
+    """The base backups among `backups` (one source's) whose WAL chain is broken: they
+    do not count toward the base series' minimum and maximum, so an older restorable one
+    stays kept rather than two unrestorable ones."""
+    bases = [b for b in backups if series_of(b) == "pitrBase"]
+    if not bases or bases[0].source is None:
+        return frozenset()
+    window = await source_window(settings, bases[0].source)
+    return frozenset(c.backup_id for c in window.base_backups if not c.restorable)
+
+
+def decide_series(backups: list[Backup], settings: Settings, now: datetime,
+                  unrestorable: frozenset[str] = frozenset()
+                  ) -> list[tuple[Series, list[Backup], Decision]]:
     """One source's finished backups split into its series, each with its fate."""
     split: dict[Series, list[Backup]] = {"dumps": [], "pitrBase": []}
     for backup in backups:
         split[series_of(backup)].append(backup)
+
+    def counted(backup: Backup) -> bool:
+        return counts_for_source(backup) and str(backup.id) not in unrestorable
+
     return [(series, part, decide(part, series_policy(series, settings), now,
-                                  settings.system.timezone, NOUNS[series]))
+                                  settings.system.timezone, NOUNS[series], counted))
             for series, part in split.items() if part]
 
 
-def decide_source(backups: list[Backup], settings: Settings, now: datetime) -> Decision:
+def decide_source(backups: list[Backup], settings: Settings, now: datetime,
+                  unrestorable: frozenset[str] = frozenset()) -> Decision:
     """The fate of all of one source's finished backups, every series decided on its own."""
     merged = Decision()
-    for _, _, decision in decide_series(backups, settings, now):
+    for _, _, decision in decide_series(backups, settings, now, unrestorable):
         merged.delete.update(decision.delete)
         merged.protect.update(decision.protect)
     return merged
@@ -301,7 +320,8 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
     outcome = _Outcome()
     for source, backups in sorted((await _finished_backups(request.source)).items(),
                                   key=lambda kv: kv[0] or ""):
-        for series, part, decision in decide_series(backups, settings, now):
+        broken = await unrestorable_bases(settings, backups)
+        for series, part, decision in decide_series(backups, settings, now, broken):
             await _carry_out(targets, source, series, part, decision, request.dry_run,
                              outcome)
     deleted, protected, errors = outcome.deleted, outcome.protected, outcome.errors
