@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from app.services.pitr.instance import PROMOTED
+
 STANZA = "bench"
-PROMOTED = ("archive recovery complete", "database system is ready to accept connections")
 
 
 class PgBackRest:

@@ -5,7 +5,6 @@ import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 import httpx
 import pyrage
@@ -31,7 +30,7 @@ from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage, StorageTargets
 from tests.support.accounts import Account
 from tests.support.dashboard import add_backup, add_job, add_schedule, clear_schedules
-from tests.support.jobs import wait_job
+from tests.support.restore_safety import backup_of
 from tests.support.settings import AGE_IDENTITY
 from tests.support.storage_targets import local_target, pg_source, s3_target, with_targets
 
@@ -235,22 +234,10 @@ async def test_stats_gain_compression_and_sizes(client: httpx.AsyncClient,
         microsecond=oldest.created_at.microsecond // 1000 * 1000)
 
 
-# The download tests run a real backup; its catalog record stays for the test only.
-async def _real_backup(client: httpx.AsyncClient, admin: Account) -> dict[str, Any]:
-    started = await client.post("/api/backups/database", headers=admin.headers,
-                                json={"source": "pg", "tables": ["authors"]})
-    assert started.status_code == 202, started.text
-    job = await wait_job(client, admin.headers, started.json()["id"])
-    assert job["status"] == "completed", job
-    backup: dict[str, Any] = (await client.get(f"/api/backups/{job['backupId']}",
-                                               headers=admin.headers)).json()
-    return backup
-
-
 @pytest.mark.usefixtures("source_databases")
 async def test_artifact_and_manifest_download(client: httpx.AsyncClient, admin: Account,
                                               viewer: Account, settings: Settings) -> None:
-    backup = await _real_backup(client, admin)
+    backup = await backup_of(client, admin, "pg", tables=["authors"])
     store = LocalStorage(settings.storage.local_dir)
     stored = (store.root / backup["storageKey"]).read_bytes()
 

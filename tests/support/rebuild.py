@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from beanie import init_beanie
 from fastapi import FastAPI
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from app.config import Settings
-from app.main import create_app
-from app.models import DOCUMENT_MODELS
-from app.models.audit import AUDIT_MODELS
+from tests.support.apps import root_headers, running_app
 from tests.support.jobs import wait_job
 from tests.support.settings import GAIA_HUB, IPFS_API, IPFS_GATEWAY, MONGO_URI, RUN, WORK
 
-ROOT = {"username": "root", "password": "root-password-for-tests"}
 CONTENT_SOURCE = "ipfs-rebuild"
 
 
@@ -61,20 +57,8 @@ async def started(session_app: FastAPI, session_settings: Settings, settings: Se
                   ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """A new app on `settings` through its whole start-up, with a client and the bootstrap
     superadmin's headers. Its catalog is left as it is (the caller drops it)."""
-    other = create_app(settings)
-    try:
-        async with other.router.lifespan_context(other):
-            transport = httpx.ASGITransport(app=other)
-            async with httpx.AsyncClient(transport=transport,
-                                         base_url="http://backvault.test") as client:
-                token = await client.post("/api/auth/token", json=ROOT)
-                assert token.status_code == 200, token.text
-                yield client, {"Authorization": f"Bearer {token.json()['access_token']}"}
-    finally:
-        # Beanie's document classes are global: bind them to the session app's catalog again.
-        await init_beanie(database=session_app.state.mongo[session_settings.catalog.database],
-                          document_models=[*DOCUMENT_MODELS, *AUDIT_MODELS],
-                          skip_indexes=True)
+    async with running_app(session_app, session_settings, settings) as (_, client):
+        yield client, await root_headers(client)
 
 
 async def backed_up(client: httpx.AsyncClient, headers: dict[str, str], path: str,

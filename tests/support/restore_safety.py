@@ -17,9 +17,11 @@ from tests.support.jobs import wait_job
 from tests.support.settings import WORK
 
 
-async def backup_of(client: httpx.AsyncClient, admin: Account, source: str) -> dict[str, Any]:
-    """A completed backup of a configured source, made through the API."""
-    started = await client.post("/api/backups/database", json={"source": source},
+async def backup_of(client: httpx.AsyncClient, admin: Account, source: str,
+                    **options: Any) -> dict[str, Any]:
+    """A completed backup of a configured source (with request options such as
+    `tables`), made through the API."""
+    started = await client.post("/api/backups/database", json={"source": source, **options},
                                 headers=admin.headers)
     assert started.status_code == 202, started.text
     job = await wait_job(client, admin.headers, started.json()["id"])

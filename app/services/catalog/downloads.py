@@ -7,12 +7,12 @@ it (with the recorded size, for the artifact) serves, so a lost primary still do
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from app.errors import AppError, NotFoundError
-from app.models.backup import Backup, VerificationState
+from app.errors import NotFoundError
+from app.models.backup import Backup
 from app.services.artifacts.read import require_artifact
 from app.services.artifacts.stages import Chunks
 from app.services.storage.base import ObjectInfo, Storage
-from app.services.storage.copies import primary_stat
+from app.services.storage.copies import copy_by_size, primary_stat
 from app.services.storage.targets import StorageTargets
 
 
@@ -34,30 +34,15 @@ def _fits(info: ObjectInfo | None, size: int | None) -> bool:
     return info is not None and (size is None or info.size == size)
 
 
-async def _copy_holding(targets: StorageTargets, backup: Backup, key: str,
-                        size: int | None) -> StoredObject | None:
-    for copy in backup.copies:
-        dest = targets.for_copy(copy.target)
-        if dest is None or copy.verification.state is VerificationState.failed:
-            continue
-        try:
-            info = await dest.stat(key)
-        except AppError:
-            continue
-        if info is not None and _fits(info, size):
-            return StoredObject(dest, info, copy.target)
-    return None
-
-
 async def stored_object(targets: StorageTargets, backup: Backup, key: str,
                         size: int | None = None) -> StoredObject:
     """Where `key` of this backup can be read now; NotFoundError when nowhere."""
     storage, info, problem = await primary_stat(targets, backup, key)
     if storage is not None and info is not None and _fits(info, size):
         return StoredObject(storage, info, targets.name_for(backup))
-    found = await _copy_holding(targets, backup, key, size)
+    found = await copy_by_size(targets, backup, key, size)
     if found is not None:
-        return found
+        return StoredObject(*found)
     why = problem or ("the primary object has another size than recorded" if info is not None
                       else "the object is missing from its storage target")
     raise NotFoundError(f"Backup {backup.id}: {why}, and no copy holds it",

@@ -30,6 +30,15 @@ class ArtifactPlan:
         return bool(self.recipients)
 
 
+def stored_fields(backup: Backup) -> dict[str, Any]:
+    """Where and how the artifact is stored: every manifest (dump or base backup) says."""
+    return {"storageKey": backup.storage_key,
+            "storageTarget": backup.storage_target or backup.storage_backend,
+            "formatChain": backup.format_chain, "sha256": backup.sha256,
+            "storedBytes": backup.stored_bytes, "plaintextBytes": backup.plaintext_bytes,
+            "encrypted": backup.encrypted, "recipients": backup.recipients}
+
+
 def format_chain(settings: Settings, base: str) -> list[str]:
     """The stored format: base, then the compression suffix, then age if encrypting."""
     suffix = SUFFIX[settings.compression.algorithm]
@@ -83,14 +92,7 @@ def build_manifest(backup: Backup, database: str) -> dict[str, Any]:
         "durationMs": backup.duration_ms,
         "retentionDays": backup.retention_days,
         "notes": backup.notes,
-        "storageKey": backup.storage_key,
-        "storageTarget": backup.storage_target or backup.storage_backend,
-        "formatChain": backup.format_chain,
-        "sha256": backup.sha256,
-        "storedBytes": backup.stored_bytes,
-        "plaintextBytes": backup.plaintext_bytes,
-        "encrypted": backup.encrypted,
-        "recipients": backup.recipients,
+        **stored_fields(backup),
         "serverVersion": backup.server_version,
         "toolVersion": backup.tool_version,
         "options": backup.options,

@@ -179,7 +179,8 @@ async def _artifact_checks(settings: Settings, targets: StorageTargets, backup: 
     storage, info, unreachable = await primary_stat(targets, backup, key)
     ok = info is not None and info.size == backup.stored_bytes
     failed = backup.verification.state is VerificationState.failed
-    copy = await copy_by_size(targets, backup, key) if not ok or failed else None
+    copy = await copy_by_size(targets, backup, key, backup.stored_bytes) \
+        if not ok or failed else None
     if copy is not None:
         storage, info, copy_target = copy
         why = unreachable or "missing, damaged or failed verification"

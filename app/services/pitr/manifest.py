@@ -5,7 +5,7 @@ from typing import Any
 
 from app.config import Settings
 from app.models.backup import Backup
-from app.services.databases.manifest import MANIFEST_VERSION
+from app.services.databases.manifest import MANIFEST_VERSION, stored_fields
 
 RESTORE_NOTE = (
     "Copy the base backup and the source's WAL objects (storage prefix wal/<source>/) to "
@@ -71,14 +71,7 @@ def base_manifest(backup: Backup, settings: Settings) -> dict[str, Any]:
         "createdAt": backup.created_at.isoformat(),
         "completedAt": backup.updated_at.isoformat(),
         "durationMs": backup.duration_ms,
-        "storageKey": backup.storage_key,
-        "storageTarget": backup.storage_target or backup.storage_backend,
-        "formatChain": backup.format_chain,
-        "sha256": backup.sha256,
-        "storedBytes": backup.stored_bytes,
-        "plaintextBytes": backup.plaintext_bytes,
-        "encrypted": backup.encrypted,
-        "recipients": backup.recipients,
+        **stored_fields(backup),
         "toolVersion": backup.tool_version,
         "pitr": backup.options.get("pitr", {}),
         "walPrefix": f"wal/{backup.source}/",

@@ -35,6 +35,7 @@ from app.services.storage.base import (
     ObjectNotFound,
     StorageError,
     check_prefix,
+    status_reason,
 )
 
 MIN_BLOCK = 8 * 1024 * 1024
@@ -45,7 +46,6 @@ BLOCKS_IN_FLIGHT = 2
 READ_SIZE = 2 * 1024 * 1024  # per ranged GET of a read: the SDK holds about 3 copies
 TRANSIENT_CODES = frozenset({"ServerBusy", "OperationTimedOut", "InternalError",
                              "IncrementalCopyOfEarlierVersionSnapshotNotAllowed"})
-AUTH_STATUSES = frozenset({401, 403})
 
 
 def block_size_for(max_object_bytes: int) -> int:
@@ -283,10 +283,7 @@ def _reason(exc: BaseException) -> str:
     """Status and error code only: the SDK's own text can carry the request's URL (with a
     SAS token) and headers."""
     if isinstance(exc, HttpResponseError) and exc.status_code:
-        code = _code(exc) or exc.reason or "error"
-        if exc.status_code in AUTH_STATUSES:
-            return f"authentication failed or access denied ({exc.status_code} {code})"
-        return f"{exc.status_code} {code}"
+        return status_reason(exc.status_code, _code(exc) or exc.reason or "error")
     return type(exc).__name__
 
 

@@ -54,6 +54,13 @@ class KeyPrefix:
         return full[len(self.prefix) + 1:] if self.prefix else full
 
 
+def status_reason(status: int, code: str) -> str:
+    """An HTTP failure as a reason: the status and the service's code, never its text."""
+    if status in (401, 403):
+        return f"authentication failed or access denied ({status} {code})"
+    return f"{status} {code}"
+
+
 @dataclass(frozen=True)
 class ErrorMap:
     """How one backend's failures become StorageErrors: a reason that carries no secret

@@ -153,9 +153,10 @@ async def primary_stat(targets: StorageTargets, backup: Backup, key: str
         return None, None, exc.message
 
 
-async def copy_by_size(targets: StorageTargets, backup: Backup, key: str
-                        ) -> tuple[Storage, ObjectInfo, str] | None:
-    """The first copy present with the recorded size and not failed (cheap: a stat)."""
+async def copy_by_size(targets: StorageTargets, backup: Backup, key: str, size: int | None
+                       ) -> tuple[Storage, ObjectInfo, str] | None:
+    """The first copy not failed that holds `key` with `size` bytes (None: any size);
+    cheap: a stat."""
     for copy in backup.copies:
         dest = targets.for_copy(copy.target)
         if dest is None or copy.verification.state is VerificationState.failed:
@@ -164,6 +165,6 @@ async def copy_by_size(targets: StorageTargets, backup: Backup, key: str
             info = await dest.stat(key)
         except AppError:
             continue
-        if info is not None and info.size == backup.stored_bytes:
+        if info is not None and (size is None or info.size == size):
             return dest, info, copy.target
     return None

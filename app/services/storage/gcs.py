@@ -25,6 +25,7 @@ from app.services.storage.base import (
     ObjectNotFound,
     StorageError,
     check_prefix,
+    status_reason,
 )
 from app.services.storage.gcs_upload import (
     ChunkRetry,
@@ -300,9 +301,7 @@ def is_transient(exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> str:
     """Status and reason only: the session URL and the token stay out of messages."""
     if isinstance(exc, GcsHttpError):
-        if exc.status in (401, 403):
-            return f"authentication failed or access denied ({exc.status} {exc.reason})"
-        return f"{exc.status} {exc.reason}"
+        return status_reason(exc.status, exc.reason)
     return type(exc).__name__
 
 
