@@ -6,6 +6,7 @@ import concurrent.futures
 import io
 import threading
 from collections.abc import Callable, Coroutine
+from contextlib import aclosing
 from typing import Any, BinaryIO
 
 from app.services.artifacts.stages import CHUNK, END, Chunks, Failure, pump
@@ -100,16 +101,39 @@ class _QueueWriter(io.RawIOBase):
 async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], None],
                          depth: int = 2, out_chunk: int = CHUNK) -> Chunks:
     """Stream `chunks` through `work(reader, writer)` running in a worker thread."""
-    loop = asyncio.get_running_loop()
-    link = _Link(loop)
     inbox: asyncio.Queue[Any] = asyncio.Queue(depth)
-    outbox: asyncio.Queue[Any] = asyncio.Queue(depth)
     upstream_error: list[BaseException] = []
+
+    def fed(link: _Link, writer: BinaryIO) -> None:
+        work(_QueueReader(link, inbox, upstream_error), writer)  # type: ignore[arg-type]
+
+    feeder = asyncio.create_task(pump(chunks, inbox))
+    try:
+        async with aclosing(_written(fed, depth, out_chunk, upstream_error)) as out:
+            async for chunk in out:
+                yield chunk
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+
+
+async def written_in_thread(work: Callable[[BinaryIO], None], depth: int = 2,
+                            out_chunk: int = CHUNK) -> Chunks:
+    """What `work(writer)`, running in a worker thread, writes, as chunks."""
+    async with aclosing(_written(lambda _, writer: work(writer), depth, out_chunk, [])) as out:
+        async for chunk in out:
+            yield chunk
+
+
+async def _written(work: Callable[[_Link, BinaryIO], None], depth: int, out_chunk: int,
+                   upstream_error: list[BaseException]) -> Chunks:
+    link = _Link(asyncio.get_running_loop())
+    outbox: asyncio.Queue[Any] = asyncio.Queue(depth)
 
     def run() -> None:
         writer = _QueueWriter(link, outbox, out_chunk)
         try:
-            work(_QueueReader(link, inbox, upstream_error), writer)  # type: ignore[arg-type]
+            work(link, writer)  # type: ignore[arg-type]
             writer.send()
             link.call(outbox.put(END))
         except _Stopped:
@@ -120,7 +144,6 @@ async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], No
             except _Stopped:
                 return
 
-    feeder = asyncio.create_task(pump(chunks, inbox))
     worker = asyncio.ensure_future(asyncio.to_thread(run))
     try:
         while True:
@@ -135,5 +158,4 @@ async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], No
         await worker
     finally:
         link.stop()
-        feeder.cancel()
-        await asyncio.gather(feeder, worker, return_exceptions=True)
+        await asyncio.gather(worker, return_exceptions=True)

@@ -1,9 +1,10 @@
 """zstd and gzip stages; both streams open with the stock `zstd -d` / `gzip -d`."""
 
 import asyncio
+import io
 import zlib
 from contextlib import aclosing
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
@@ -20,32 +21,69 @@ SUFFIX = {CompressionAlgorithm.zstd: "zst", CompressionAlgorithm.gzip: "gz",
 ALGORITHM_OF_SUFFIX = {"zst": CompressionAlgorithm.zstd, "gz": CompressionAlgorithm.gzip}
 
 
+class Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def new_compressor(algorithm: CompressionAlgorithm, level: int, threads: int = 0) -> Compressor:
+    """zstd (threads: 0 = one worker per core, -1 = none: small objects cost more to hand to
+    workers than to compress) or gzip; not for `none`."""
+    if algorithm is CompressionAlgorithm.zstd:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads={0: -1, -1: 0}.get(threads, threads), job_size=ZSTD_JOB_SIZE,
+            write_checksum=True)
+        return zstandard.ZstdCompressor(compression_params=params).compressobj()
+    return zlib.compressobj(level, zlib.DEFLATED, 31)
+
+
 async def compress(chunks: Chunks, algorithm: CompressionAlgorithm, level: int,
                    threads: int = 0) -> Chunks:
-    """Compress off the event loop; zstd uses its own worker threads (0 = one per core,
-    -1 = none: small objects cost more to hand to workers than to compress)."""
+    """Compress off the event loop."""
     if algorithm is CompressionAlgorithm.none:
         async with aclosing(chunks) as source:
             async for chunk in source:
                 yield chunk
         return
-    compressor: Any
-    if algorithm is CompressionAlgorithm.zstd:
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads={0: -1, -1: 0}.get(threads, threads), job_size=ZSTD_JOB_SIZE,
-            write_checksum=True)
-        compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
-    else:
-        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
-    compress_chunk, finish = compressor.compress, compressor.flush
+    compressor = new_compressor(algorithm, level, threads)
     async with aclosing(chunks) as source:
         async for chunk in source:
-            out = await asyncio.to_thread(compress_chunk, chunk)
+            out = await asyncio.to_thread(compressor.compress, chunk)
             if out:
                 yield out
-    tail = await asyncio.to_thread(finish)
+    tail = await asyncio.to_thread(compressor.flush)
     if tail:
         yield tail
+
+
+class CompressingReader(io.RawIOBase):
+    """A blocking file read through a compressor (None: as is); `plain_bytes` counts what
+    was read."""
+
+    def __init__(self, source: BinaryIO, compressor: Compressor | None) -> None:
+        self.source, self.compressor = source, compressor
+        self.out = memoryview(b"")
+        self.plain_bytes = 0
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self.out and not self.done:
+            data = self.source.read(CHUNK)
+            self.plain_bytes += len(data)
+            if self.compressor is None:
+                out = data
+            else:
+                out = self.compressor.compress(data) if data else self.compressor.flush()
+            self.done = not data
+            self.out = memoryview(out)
+        n = min(len(target), len(self.out))
+        target[:n] = self.out[:n]
+        self.out = self.out[n:]
+        return n
 
 
 ZSTD_FEED = 64 * 1024

@@ -40,8 +40,8 @@ def load_identities(path: Path) -> list[pyrage.x25519.Identity]:
     return identities
 
 
-def _encrypt(recipients: list[pyrage.x25519.Recipient], reader: BinaryIO,
-             writer: BinaryIO) -> None:
+def encrypt_blocking(recipients: list[pyrage.x25519.Recipient], reader: BinaryIO,
+                     writer: BinaryIO) -> None:
     pyrage.encrypt_io(reader, writer, recipients)
 
 
@@ -59,7 +59,7 @@ def _decrypt(identities: list[pyrage.x25519.Identity], reader: BinaryIO,
 
 
 async def encrypt(chunks: Chunks, recipients: list[str]) -> Chunks:
-    work = partial(_encrypt, parse_recipients(recipients))
+    work = partial(encrypt_blocking, parse_recipients(recipients))
     async with aclosing(through_thread(chunks, work)) as out:
         async for chunk in out:
             yield chunk

@@ -5,13 +5,16 @@ any failure removes what was written and leaves the record failed.
 """
 
 import asyncio
+import shutil
 import time
-from typing import Any
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import structlog
 from beanie import PydanticObjectId
 
-from app.config import Settings, SourceSettings
+from app.config import CompressionAlgorithm, Settings, SourceSettings
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 from app.models.backup import Backup, BackupKind, BackupStatus, BackupType
 from app.models.common import utcnow
@@ -20,9 +23,11 @@ from app.models.job import CANCELLED_BY, BackupJob, JobKind, JobTrigger
 from app.models.job_params import DatabaseParams, params_of
 from app.models.requests import DatabaseBackupCreate
 from app.services.access.auth import system_user_id
-from app.services.artifacts.compress import compress
-from app.services.artifacts.encrypt import encrypt
+from app.services.artifacts.bridge import written_in_thread
+from app.services.artifacts.compress import CompressingReader, compress, new_compressor
+from app.services.artifacts.encrypt import encrypt, encrypt_blocking, parse_recipients
 from app.services.artifacts.stages import (
+    CHUNK,
     Chunks,
     Digest,
     buffered,
@@ -104,7 +109,41 @@ def sealed(settings: Settings, plaintext: Chunks, digest: Digest, progress: Prog
                       settings.compression.threads if threads is None else threads)
     if settings.encryption.enabled:
         stream = encrypt(buffered(stream), list(settings.encryption.recipients))
-    stream = limited(buffered(stream), max_bytes or settings.limits.max_size_mb * MB)
+    return _as_stored(settings, buffered(stream), digest, progress, max_bytes)
+
+
+def sealed_file(settings: Settings, path: Path, digest: Digest, progress: Progress) -> Chunks:
+    """`sealed` of a local file, read, compressed and encrypted in one worker thread: one
+    hand-off per stored chunk instead of several per chunk read (WAL shipping's CPU)."""
+    algorithm = settings.compression.algorithm
+    recipients = parse_recipients(list(settings.encryption.recipients)) \
+        if settings.encryption.enabled else None
+
+    read: list[int] = []
+
+    def work(writer: BinaryIO) -> None:
+        compressor = None if algorithm is CompressionAlgorithm.none else \
+            new_compressor(algorithm, settings.compression.chosen_level, threads=-1)
+        with path.open("rb") as source:
+            reader = CompressingReader(source, compressor)
+            if recipients is None:
+                shutil.copyfileobj(reader, writer, CHUNK)
+            else:
+                encrypt_blocking(recipients, reader, writer)  # type: ignore[arg-type]
+        read.append(reader.plain_bytes)
+
+    async def stream() -> Chunks:
+        async with aclosing(written_in_thread(work)) as out:
+            async for chunk in out:
+                yield chunk
+        progress.add_read(sum(read))  # here, not in the thread: listeners run on the loop
+
+    return _as_stored(settings, stream(), digest, progress, None)
+
+
+def _as_stored(settings: Settings, stream: Chunks, digest: Digest, progress: Progress,
+               max_bytes: int | None) -> Chunks:
+    stream = limited(stream, max_bytes or settings.limits.max_size_mb * MB)
     return counted(digest.tap(stream), progress.add_written)
 
 

@@ -12,7 +12,7 @@ from app.models.common import utcnow
 from app.models.wal import WalSegment
 from app.services.artifacts.read import opened
 from app.services.artifacts.stages import CHUNK, Chunks, Digest, collect
-from app.services.databases.backup import sealed
+from app.services.databases.backup import sealed_file
 from app.services.databases.manifest import format_chain
 from app.services.jobs.runner import Progress
 from app.services.pitr.walnames import is_history, segment_range, timeline_of
@@ -33,21 +33,6 @@ def wal_key(source: str, name: str, chain: list[str]) -> str:
         f"wal/{source}/{name}"
 
 
-async def _file_chunks(path: Path, limit: int | None = None) -> Chunks:
-    with path.open("rb") as handle:
-        left = limit
-        while True:
-            size = CHUNK if left is None else min(CHUNK, left)
-            if size <= 0:
-                return
-            chunk = await asyncio.to_thread(handle.read, size)
-            if not chunk:
-                return
-            if left is not None:
-                left -= len(chunk)
-            yield chunk
-
-
 async def ship_file(settings: Settings, targets: StorageTargets, source: str, path: Path,
                     segment_size: int, received: int | None = None) -> WalSegment:
     """Store one file of the receive folder and record it; a `.partial` one replaces the
@@ -60,7 +45,7 @@ async def ship_file(settings: Settings, targets: StorageTargets, source: str, pa
     key = wal_key(source, stored_name, chain)
     digest = Digest()
     progress = Progress()
-    stream = sealed(settings, _file_chunks(path), digest, progress, threads=-1)
+    stream = sealed_file(settings, path, digest, progress)
     stored = await targets.default.put(key, stream)
     start, end = (None, None) if history else segment_range(name, segment_size)
     if partial and end is not None and start is not None and received is not None:
