@@ -48,7 +48,7 @@ from app.services.jobs.runner import Progress
 from app.services.pitr.archiver import WalArchivers
 from app.services.pitr.basebackup import take_base_backup
 from app.services.pitr.restore import restore_source
-from app.services.pitr.ship import fetch_to
+from app.services.pitr.ship import PARTIAL, fetch_to
 from app.services.pitr.walnames import parse_lsn, segment_number
 from bench.bare_receiver import BareReceiver
 from bench.pgbackrest import PgBackRest
@@ -213,16 +213,18 @@ async def wal_since(primary: Primary, start: str) -> int:
                                         f"'{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}'::pg_lsn)"))
 
 
-async def caught_up(primary: Primary) -> None:
-    """Until the receiver has the WAL its slot kept while it was stopped, and a few seconds
-    to ship it: the steady state is measured, not the catching up."""
+async def caught_up(primary: Primary, archivers: WalArchivers) -> None:
+    """Until the receiver has the WAL its slot kept while it was stopped and every completed
+    segment of it is shipped: the steady state is measured, not the catching up."""
     while True:
         behind = await query(primary.uri, "SELECT min(pg_wal_lsn_diff(pg_current_wal_lsn(), "
                                           "write_lsn)) FROM pg_stat_replication")
-        if behind is not None and behind < 1 << 20:
+        waiting = [p for a in archivers.archivers.values() if a.folder.exists()
+                   for p in a.folder.iterdir() if not p.name.endswith(PARTIAL)]
+        if behind is not None and behind < 1 << 20 and not waiting:
             break
         await asyncio.sleep(0.5)
-    await asyncio.sleep(5)
+    await asyncio.sleep(2)
 
 
 async def tps_rounds(primary: Primary, archivers: WalArchivers,
@@ -236,7 +238,7 @@ async def tps_rounds(primary: Primary, archivers: WalArchivers,
         await archivers.stop()
         runs["tps_without"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
         archivers.start()
-        await caught_up(primary)
+        await caught_up(primary, archivers)
         runs["tps_with"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
         await archivers.stop()
         await primary.archive_to(pgbackrest)

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from beanie import Document
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pymongo import ASCENDING, IndexModel
 
 from app.models.common import ApiSchema, document_alias, utcnow
@@ -35,6 +35,25 @@ class WalSegment(Document):
     class Settings:
         name = "wal_segments"
         indexes = [IndexModel([("source", ASCENDING), ("segment", ASCENDING)])]
+
+
+class WalFacts(BaseModel):
+    """What continuity reads of a WalSegment, through a projection: the window of a source
+    with a week of WAL reads tens of thousands of records."""
+
+    model_config = ConfigDict(alias_generator=document_alias, populate_by_name=True)
+
+    timeline: int
+    segment: str
+    start_lsn: int | None = None
+    end_lsn: int | None = None
+    stored_bytes: int = 0
+    archived_at: datetime
+    partial: bool = False
+    history: bool = False
+
+
+WAL_FACTS_PROJECTION = {document_alias(name): 1 for name in WalFacts.model_fields}
 
 
 class WalSegmentOut(ApiSchema):

@@ -1,15 +1,16 @@
 """Continuity: each base backup's WAL from its start checked for gaps and timeline switches,
 and the recoverable window of a source (earliest and latest restorable time, gaps)."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import Field
 
 from app.config import Settings
 from app.models.backup import Backup, BackupStatus
 from app.models.common import ApiSchema, utcnow
-from app.models.wal import WalSegment
+from app.models.wal import WAL_FACTS_PROJECTION, WalFacts, WalSegment
 from app.services.pitr import lease
 from app.services.pitr.health import lease_name
 from app.services.pitr.metrics import WAL_GAPS, WINDOW_EARLIEST, WINDOW_LATEST
@@ -54,7 +55,21 @@ class PitrWindow(ApiSchema):
                                   "null when no replica holds the archiver lease")
 
 
-def segment_size_of(segments: list[WalSegment]) -> int:
+class WalRecord(Protocol):
+    """A WalSegment or its WalFacts."""
+
+    timeline: int
+    segment: str
+    start_lsn: int | None
+    end_lsn: int | None
+    partial: bool
+    history: bool
+
+
+Record = TypeVar("Record", bound=WalRecord)
+
+
+def segment_size_of(segments: Sequence[WalRecord]) -> int:
     for seg in segments:
         if not seg.partial and not seg.history and seg.start_lsn is not None \
                 and seg.end_lsn is not None:
@@ -62,9 +77,9 @@ def segment_size_of(segments: list[WalSegment]) -> int:
     return DEFAULT_SEGMENT_SIZE
 
 
-def _by_number(segments: list[WalSegment], size: int) -> dict[int, WalSegment]:
+def _by_number(segments: Sequence[Record], size: int) -> dict[int, Record]:
     """One record per segment number: the highest timeline, a whole one over a partial."""
-    chosen: dict[int, WalSegment] = {}
+    chosen: dict[int, Record] = {}
     for seg in segments:
         if seg.history:
             continue
@@ -75,7 +90,7 @@ def _by_number(segments: list[WalSegment], size: int) -> dict[int, WalSegment]:
     return chosen
 
 
-def _gaps(numbers: dict[int, WalSegment], first: int, size: int) -> list[WalGap]:
+def _gaps(numbers: dict[int, WalFacts], first: int, size: int) -> list[WalGap]:
     gaps, last = [], max(numbers, default=first)
     n = first
     while n <= last:
@@ -92,7 +107,7 @@ def _gaps(numbers: dict[int, WalSegment], first: int, size: int) -> list[WalGap]
     return gaps
 
 
-def _chain(backup: Backup, numbers: dict[int, WalSegment], size: int) -> BaseBackupChain:
+def _chain(backup: Backup, numbers: dict[int, WalFacts], size: int) -> BaseBackupChain:
     pitr: dict[str, Any] = backup.options.get("pitr", {})
     start = parse_lsn(pitr["startLsn"]) // size
     stop = parse_lsn(pitr["stopLsn"]) // size
@@ -122,9 +137,14 @@ async def wal_segments(source: str) -> list[WalSegment]:
     return await WalSegment.find({"source": source}).to_list()
 
 
+async def wal_facts(source: str) -> list[WalFacts]:
+    found = WalSegment.get_pymongo_collection().find({"source": source}, WAL_FACTS_PROJECTION)
+    return [WalFacts.model_validate(doc) async for doc in found]
+
+
 async def source_window(settings: Settings, source: str) -> PitrWindow:
     """The recoverable window of one source, its gaps, and gauges set to match."""
-    segments = await wal_segments(source)
+    segments = await wal_facts(source)
     size = segment_size_of(segments)
     numbers = _by_number(segments, size)
     bases = await base_backups(source)
