@@ -7,16 +7,17 @@ tps_with / tps_with_pgbackrest: pgbench throughput without archiving (archive_co
 /bin/true), with Backvault's (pg_receivewal, shipping) and with pgBackRest's archive_command
 instead, on the same host as the primary; tps_with_bare_receiver: with a stock pg_receivewal
 alone that ships nothing (bench/bare_receiver.py), the floor of any streaming archiver.
+Each pgbench run starts at a CHECKPOINT and has none inside it, nor autovacuum; Backvault's
+starts once the WAL its slot kept while stopped is received and shipped.
 restore_s: base backup plus the WAL since (PITR_BENCH_WAL_MB), restored to a time into a
-private instance and promoted;
-pgbackrest_restore_s: pgBackRest (Debian package, bench/pgbackrest.py) restoring its own
-full backup of the same primary, taken beside Backvault's, to the same time. Both restored
-instances are read back: they must hold the same rows.
+private instance and promoted; pgbackrest_restore_s: pgBackRest (Debian package,
+bench/pgbackrest.py) restoring its own full backup of the same primary, taken beside
+Backvault's, to the same time. Both restored instances are read back: they must hold the
+same rows.
 
-Sizes: PITR_BENCH_SCALE (pgbench scale, 70 ~ 1 GB), PITR_BENCH_WAL_MB (WAL written after
-the base backup), PITR_BENCH_SECONDS (each pgbench run), PITR_BENCH_TRIALS,
-PITR_BENCH_PARTIAL_S (the partial-segment ship interval under test), PITR_BENCH_ROUNDS
-(the four pgbench runs, alternated; medians).
+Sizes: PITR_BENCH_SCALE (70 ~ 1 GB), PITR_BENCH_WAL_MB (WAL after the base backup),
+PITR_BENCH_SECONDS (each pgbench run), PITR_BENCH_TRIALS, PITR_BENCH_PARTIAL_S (partial
+interval), PITR_BENCH_ROUNDS (the four pgbench runs alternated; medians).
 """
 
 import asyncio
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from app.services.pitr.basebackup import take_base_backup
 from app.services.pitr.restore import restore_source
 from app.services.pitr.ship import PARTIAL, fetch_to
 from app.services.pitr.walnames import parse_lsn, segment_number
+from bench.archive_cpu import metered
 from bench.bare_receiver import BareReceiver
 from bench.pgbackrest import PgBackRest
 from bench.pitr_table import table
@@ -61,8 +64,7 @@ WAL_MB = int(os.environ.get("PITR_BENCH_WAL_MB", "1024"))
 SECONDS = int(os.environ.get("PITR_BENCH_SECONDS", "20"))
 TRIALS = int(os.environ.get("PITR_BENCH_TRIALS", "5"))
 ROUNDS = int(os.environ.get("PITR_BENCH_ROUNDS", "8"))
-# pg_receivewal's folder (default on the work disk); e.g. /dev/shm/... to see what the
-# spool's writes on the primary's disk cost (a diagnosis: a RAM spool is not durable).
+# pg_receivewal's folder (default on the work disk); /dev/shm/... for a diagnosis only.
 SPOOL = os.environ.get("PITR_BENCH_SPOOL")
 PARTIAL_S = float(os.environ.get("PITR_BENCH_PARTIAL_S", "30"))
 RUN_USER = os.environ.get("BACKVAULT_PG_RUN_USER", "postgres")
@@ -230,31 +232,42 @@ async def caught_up(primary: Primary, archivers: WalArchivers) -> None:
 async def tps_rounds(primary: Primary, archivers: WalArchivers,
                      pgbackrest: str) -> dict[str, Any]:
     """pgbench without archiving, with Backvault's, with pgBackRest's archive_command
-    instead, and with a bare pg_receivewal alone, alternated ROUNDS times; the medians."""
-    runs: dict[str, list[float]] = {"tps_without": [], "tps_with": [],
-                                    "tps_with_pgbackrest": [], "tps_with_bare_receiver": []}
+    instead, and with a bare pg_receivewal alone, alternated ROUNDS times; the medians of
+    tps and of archiving CPU per GB of WAL."""
+    names = ["tps_without", "tps_with", "tps_with_pgbackrest", "tps_with_bare_receiver"]
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     bare = BareReceiver(WORK, PG_BIN, primary.uri)
+
+    async def measure(name: str, receivers: list[int], own: bool = False) -> None:
+        tps, cpu_s = await metered(primary.uri, partial(pgbench_tps, primary.uri), receivers,
+                                   own)
+        runs[name].append(tps)
+        cpu[name].append(cpu_s)
+
     for _ in range(ROUNDS):
         await archivers.stop()
-        runs["tps_without"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        await measure("tps_without", [])
         archivers.start()
         await caught_up(primary, archivers)
-        runs["tps_with"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        await measure("tps_with", [a.proc.pid for a in archivers.archivers.values() if a.proc],
+                      own=True)
         await archivers.stop()
         await primary.archive_to(pgbackrest)
-        runs["tps_with_pgbackrest"].append(await asyncio.to_thread(pgbench_tps, primary.uri))
+        await measure("tps_with_pgbackrest", [])
         await primary.archive_to("/bin/true")
         await bare.start()
-        runs["tps_with_bare_receiver"].append(await asyncio.to_thread(pgbench_tps,
-                                                                      primary.uri))
+        await measure("tps_with_bare_receiver", [bare.proc.pid] if bare.proc else [])
         await bare.stop()
         archivers.start()
         say("tps without / Backvault / pgBackRest / bare pg_receivewal: "
-            + " / ".join(f"{tps[-1]:.0f}" for tps in runs.values()))
+            + " / ".join(f"{runs[n][-1]:.0f} ({cpu[n][-1]:.1f} s/GB)" for n in names))
     without = runs["tps_without"]
     return {**{name: statistics.median(tps) for name, tps in runs.items()}, "tps_runs": runs,
             "tps_without_stdev_pct": round(100 * statistics.stdev(without)
-                                           / statistics.mean(without), 1)}
+                                           / statistics.mean(without), 1),
+            "archive_cpu_s_per_gb": {name.removeprefix("tps_"): round(
+                statistics.median(values), 2) for name, values in cpu.items()}}
 
 
 async def write_wal(primary: Primary, start: str) -> None:

@@ -9,6 +9,7 @@ def table(result: dict[str, Any], seconds: int) -> str:
     bare = 100 * (1 - result["tps_with_bare_receiver"] / result["tps_without"])
     ratio = result["restore_s"] / result["pgbackrest_restore_s"]
     runs = len(result["tps_runs"]["tps_without"])
+    cpu = result["archive_cpu_s_per_gb"]
     return "\n".join([
         "| measure | value | goal |", "|---|---|---|",
         f"| RPO, primary killed (median of {len(result['rpo_trials_s'])}) | "
@@ -19,6 +20,10 @@ def table(result: dict[str, Any], seconds: int) -> str:
         f"{result['tps_with_pgbackrest']:.0f} ({theirs:.1f}% cost) | |",
         f"| the same with a bare pg_receivewal alone (nothing shipped) | "
         f"{result['tps_with_bare_receiver']:.0f} ({bare:.1f}% cost) | |",
+        f"| archiving CPU per GB of WAL (walsender, archiver and its children, receiver, "
+        f"shipping; medians): Backvault / pgBackRest / bare pg_receivewal | "
+        f"{cpu['with']:.1f} s / {cpu['with_pgbackrest']:.1f} s / "
+        f"{cpu['with_bare_receiver']:.1f} s | |",
         f"| spread of the runs without archiving (stdev of {runs} runs of {seconds} s) | "
         f"{result['tps_without_stdev_pct']:.1f}% | |",
         f"| full backup: Backvault / pgBackRest | {result['base_backup_s']:.1f} s / "
