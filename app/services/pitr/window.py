@@ -3,7 +3,7 @@ and the recoverable window of a source (earliest and latest restorable time, gap
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -56,7 +56,7 @@ class PitrWindow(ApiSchema):
 
 
 class WalRecord(Protocol):
-    """A WalSegment or its WalFacts."""
+    """A WalSegment (retention) or its WalFacts (the window)."""
 
     timeline: int
     segment: str
@@ -64,9 +64,6 @@ class WalRecord(Protocol):
     end_lsn: int | None
     partial: bool
     history: bool
-
-
-Record = TypeVar("Record", bound=WalRecord)
 
 
 def segment_size_of(segments: Sequence[WalRecord]) -> int:
@@ -77,9 +74,9 @@ def segment_size_of(segments: Sequence[WalRecord]) -> int:
     return DEFAULT_SEGMENT_SIZE
 
 
-def _by_number(segments: Sequence[Record], size: int) -> dict[int, Record]:
+def _by_number(segments: Sequence[WalFacts], size: int) -> dict[int, WalFacts]:
     """One record per segment number: the highest timeline, a whole one over a partial."""
-    chosen: dict[int, Record] = {}
+    chosen: dict[int, WalFacts] = {}
     for seg in segments:
         if seg.history:
             continue
