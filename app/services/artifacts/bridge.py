@@ -117,12 +117,10 @@ async def through_thread(chunks: Chunks, work: Callable[[BinaryIO, BinaryIO], No
         await asyncio.gather(feeder, return_exceptions=True)
 
 
-async def written_in_thread(work: Callable[[BinaryIO], None], depth: int = 2,
-                            out_chunk: int = CHUNK) -> Chunks:
+def written_in_thread(work: Callable[[BinaryIO], None], depth: int = 2,
+                      out_chunk: int = CHUNK) -> Chunks:
     """What `work(writer)`, running in a worker thread, writes, as chunks."""
-    async with aclosing(_written(lambda _, writer: work(writer), depth, out_chunk, [])) as out:
-        async for chunk in out:
-            yield chunk
+    return _written(lambda _, writer: work(writer), depth, out_chunk, [])
 
 
 async def _written(work: Callable[[_Link, BinaryIO], None], depth: int, out_chunk: int,

@@ -65,7 +65,7 @@ async def expiring_next(settings: Settings, now: datetime, cleanup_triggers: lis
         by_source.setdefault(backup.source, []).append(backup)
     found = [entry for backups in by_source.values()
              for entry in _source_expiring(backups, settings, now, limit,
-                                           await unrestorable_bases(settings, backups))]
+                                           await unrestorable_bases(backups))]
     found.sort(key=lambda e: (e[0], e[1].created_at))
     result = []
     for at, backup, reasons in found[:limit]:

@@ -35,7 +35,7 @@ from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
 from app.services.pitr.basebackup import BASE_FORMAT
 from app.services.pitr.retention import WalPruned, plan_wal_pruning
-from app.services.pitr.window import source_window
+from app.services.pitr.window import unrestorable
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
@@ -210,15 +210,12 @@ async def good_in_series(source: str | None, series: Series) -> int:
     return sum([chain_series(raw.get("formatChain") or []) == series async for raw in found])
 
 
-async def unrestorable_bases(settings: Settings, backups: list[Backup]) -> frozenset[str]:
+async def unrestorable_bases(backups: list[Backup]) -> frozenset[str]:
     """The base backups among `backups` (one source's) whose WAL chain is broken: they
     do not count toward the base series' minimum and maximum, so an older restorable one
     stays kept rather than two unrestorable ones."""
-    bases = [b for b in backups if series_of(b) == "pitrBase"]
-    if not bases or bases[0].source is None:
-        return frozenset()
-    window = await source_window(settings, bases[0].source)
-    return frozenset(c.backup_id for c in window.base_backups if not c.restorable)
+    source = backups[0].source if backups else None
+    return frozenset() if source is None else await unrestorable(source, backups)
 
 
 def decide_series(backups: list[Backup], settings: Settings, now: datetime,
@@ -320,7 +317,7 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
     outcome = _Outcome()
     for source, backups in sorted((await _finished_backups(request.source)).items(),
                                   key=lambda kv: kv[0] or ""):
-        broken = await unrestorable_bases(settings, backups)
+        broken = await unrestorable_bases(backups)
         for series, part, decision in decide_series(backups, settings, now, broken):
             await _carry_out(targets, source, series, part, decision, request.dry_run,
                              outcome)

@@ -122,12 +122,17 @@ def _chain(backup: Backup, numbers: dict[int, WalFacts], size: int) -> BaseBacku
         restorable=restorable)
 
 
+def is_base_backup(backup: Backup) -> bool:
+    """A completed base backup, with the LSNs its chain is checked from."""
+    return backup.status is BackupStatus.completed and \
+        backup.format_chain[:1] == [BASE_FORMAT] and "pitr" in backup.options
+
+
 async def base_backups(source: str) -> list[Backup]:
     """Completed base backups of a source, oldest first."""
     found = await Backup.find({"source": source, "status": BackupStatus.completed.value}
                               ).to_list()
-    bases = [b for b in found if b.format_chain[:1] == [BASE_FORMAT] and "pitr" in b.options]
-    return sorted(bases, key=lambda b: b.created_at)
+    return sorted(filter(is_base_backup, found), key=lambda b: b.created_at)
 
 
 async def wal_segments(source: str) -> list[WalSegment]:
@@ -139,11 +144,24 @@ async def wal_facts(source: str) -> list[WalFacts]:
     return [WalFacts.model_validate(doc) async for doc in found]
 
 
+def _numbered(segments: Sequence[WalFacts]) -> tuple[dict[int, WalFacts], int]:
+    size = segment_size_of(segments)
+    return _by_number(segments, size), size
+
+
+async def unrestorable(source: str, backups: list[Backup]) -> frozenset[str]:
+    """Ids of the base backups among `backups` (of `source`) whose WAL chain is broken."""
+    bases = [b for b in backups if is_base_backup(b)]
+    if not bases:
+        return frozenset()
+    numbers, size = _numbered(await wal_facts(source))
+    return frozenset(str(b.id) for b in bases if not _chain(b, numbers, size).restorable)
+
+
 async def source_window(settings: Settings, source: str) -> PitrWindow:
     """The recoverable window of one source, its gaps, and gauges set to match."""
     segments = await wal_facts(source)
-    size = segment_size_of(segments)
-    numbers = _by_number(segments, size)
+    numbers, size = _numbered(segments)
     bases = await base_backups(source)
     chains = [_chain(b, numbers, size) for b in bases]
     good = [c for c in chains if c.restorable]
