@@ -174,7 +174,9 @@ async def test_missed_fires_coalesce_into_one_catch_up(settings: Settings) -> No
 
     # Down for longer than the grace period: nothing runs, all are recorded as missed.
     late = await new_schedule("toolate", ScheduleKind.health_check, "0 * * * *")
-    check_at = now.replace(minute=30)
+    # In the past: a future time would also fire the catalog's other schedules due before it
+    # (the seeded 04:30 re-verification, when the suite runs between 04:00 and 04:30).
+    check_at = now.replace(minute=30) - timedelta(hours=1)
     await Schedule.get_pymongo_collection().update_one(
         {"_id": late.id}, {"$set": {"updatedAt": check_at - timedelta(hours=5, minutes=30)}})
     strict = service(settings, "catch-up-strict", misfire_grace_seconds=60)

@@ -123,8 +123,8 @@ async def test_the_rolling_job_re_verifies_the_due_ones_only(app: FastAPI,
     finished = await runner.wait(job.id, 60)
     assert finished.status is JobStatus.completed, finished.error
     assert finished.result["verified"] == [str(due.id)]
-    rolling = [r for r in await BackupVerification.find_all().to_list()
-               if r.trigger.value == "rolling"]
+    rolling = await BackupVerification.find({"jobId": job.id}).to_list()
+    assert {r.trigger.value for r in rolling} == {"rolling"}
     assert [r.backup_id for r in rolling] == [due.id]
     reread = await Backup.get(due.id)
     assert reread is not None

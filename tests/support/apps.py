@@ -20,6 +20,9 @@ async def running_app(session_app: FastAPI, session_settings: Settings, settings
                       ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app and a client; its catalog is left as it is (the caller drops it)."""
     other = create_app(settings)
+    # Beanie's document classes are global, so the session app's runner would claim the
+    # other app's jobs and run them on its own storage: it claims none meanwhile.
+    await session_app.state.runner.pause()
     try:
         async with other.router.lifespan_context(other):
             transport = httpx.ASGITransport(app=other)
@@ -31,6 +34,7 @@ async def running_app(session_app: FastAPI, session_settings: Settings, settings
         await init_beanie(database=session_app.state.mongo[session_settings.catalog.database],
                           document_models=[*DOCUMENT_MODELS, *AUDIT_MODELS],
                           skip_indexes=True)
+        session_app.state.runner.start()
 
 
 async def root_headers(client: httpx.AsyncClient) -> dict[str, str]:

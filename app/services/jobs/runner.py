@@ -182,11 +182,15 @@ class JobRunner:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Claim no more jobs (those running here go on); `start` resumes."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+
+    async def stop(self) -> None:
+        await self.pause()
         tasks = list(self.active.values())
         for task in tasks:
             task.cancel()
