@@ -247,12 +247,17 @@ async def test_a_base_backup_in_the_trash_keeps_its_wal(settings: Settings,
 async def test_good_backups_are_counted_per_series(settings: Settings, admin: Account) -> None:
     for days in (1, 2, 3):
         await backup(settings, admin, "pr-count", days)
-    await backup(settings, admin, "pr-count", 4, starts_at=2)
+    newest = await backup(settings, admin, "pr-count", 0.5)
+    restorable = await backup(settings, admin, "pr-count", 4, starts_at=2)
+    await wal(settings, "pr-count", range(2, 4))
+    await backup(settings, admin, "pr-count", 3, starts_at=9)  # its WAL is missing
     failed = await backup(settings, admin, "pr-count", 5, starts_at=1)
     await Backup.get_pymongo_collection().update_one({"_id": failed.id},
                                                      {"$set": {"status": "failed"}})
-    assert await good_in_series("pr-count", "dumps") == 3
+    assert await good_in_series("pr-count", "dumps") == 4
+    assert await good_in_series("pr-count", "dumps", but=newest.id) == 3
     assert await good_in_series("pr-count", "pitrBase") == 1
+    assert await good_in_series("pr-count", "pitrBase", but=restorable.id) == 0
 
 
 async def test_deleting_keeps_each_series_minimum(settings: Settings, admin: Account) -> None:
@@ -261,6 +266,7 @@ async def test_deleting_keeps_each_series_minimum(settings: Settings, admin: Acc
     storage = LocalStorage(config.storage.local_dir)
     dumps = [await backup(config, admin, "pr-delete", d) for d in (1, 2)]
     only_base = await backup(config, admin, "pr-delete", 3, starts_at=2)
+    await wal(config, "pr-delete", range(2, 4))
     assert only_base.id is not None
     assert dumps[0].id is not None
     assert dumps[1].id is not None
@@ -272,6 +278,23 @@ async def test_deleting_keeps_each_series_minimum(settings: Settings, admin: Acc
     kept = await Backup.get(only_base.id)
     assert kept is not None
     assert kept.status is BackupStatus.completed
+
+
+async def test_a_base_backup_whose_wal_is_broken_does_not_hold_up_the_minimum(
+        settings: Settings, admin: Account) -> None:
+    config = configured(settings, {"min_count": 1}, base_min_count=1)
+    storage = LocalStorage(config.storage.local_dir)
+    restorable = await backup(config, admin, "pr-delete-broken", 5, starts_at=2)
+    broken = await backup(config, admin, "pr-delete-broken", 1, starts_at=9)
+    await wal(config, "pr-delete-broken", range(2, 5))
+    assert restorable.id is not None
+    assert broken.id is not None
+    # The newer base cannot be restored, so it does not stand in for the older one ...
+    with pytest.raises(ConflictError, match="would leave 0 good backup"):
+        await delete_backup(config, storage, restorable.id, "tester")
+    # ... and deleting it leaves as many restorable base backups as before.
+    deleted = await delete_backup(config, storage, broken.id, "tester")
+    assert deleted.status is BackupStatus.deleted
 
 
 async def test_a_restorable_base_backup_outlives_newer_ones_whose_wal_is_broken(

@@ -204,10 +204,25 @@ def series_of(backup: Backup) -> Series:
     return chain_series(backup.format_chain)
 
 
-async def good_in_series(source: str | None, series: Series) -> int:
-    """The good backups of one series of a source: what its minimum is kept against."""
-    found = Backup.get_pymongo_collection().find(good_query(source), {"formatChain": 1})
-    return sum([chain_series(raw.get("formatChain") or []) == series async for raw in found])
+async def counts_in_series(backup: Backup) -> bool:
+    """Whether deleting `backup` lowers what its series' minimum is kept against."""
+    if not counts_for_source(backup):
+        return False
+    return series_of(backup) == "dumps" or not await unrestorable_bases([backup])
+
+
+async def good_in_series(source: str | None, series: Series,
+                         but: PydanticObjectId | None = None) -> int:
+    """The good backups of one series of a source other than `but`: what its minimum is
+    kept against. As in retention, a base backup whose WAL chain is broken does not count."""
+    if series == "dumps":
+        found = Backup.get_pymongo_collection().find(good_query(source), {"formatChain": 1})
+        return sum([chain_series(raw.get("formatChain") or []) == series and raw["_id"] != but
+                    async for raw in found])
+    bases = [b for b in await Backup.find(good_query(source)).to_list()
+             if series_of(b) == series and b.id != but]
+    broken = await unrestorable_bases(bases)
+    return sum(str(b.id) not in broken for b in bases)
 
 
 async def unrestorable_bases(backups: list[Backup]) -> frozenset[str]:
