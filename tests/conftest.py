@@ -24,11 +24,12 @@ from app.models.job import BackupJob
 from app.models.user import Role, UserCreate
 from app.services.access import auth as auth_service
 from tests.support.accounts import TEST_PASSWORD, Account
+from tests.support.audit import chain_ok
 from tests.support.big_source import big
 from tests.support.data import create_mongo_database, create_pg_database
 from tests.support.settings import MONGO_DB, MONGO_URI, PG_DB, PG_URI, RUN, WORK, make_settings
 
-__all__ = ["big"]  # fixtures defined in tests/support/, offered to every test module
+__all__ = ["big", "chain_ok"]  # fixtures defined in tests/support/, offered to every test module
 UNIT_TESTS = Path(__file__).parent / "unit"
 
 

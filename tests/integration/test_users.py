@@ -20,6 +20,7 @@ from app.errors import ConflictError
 from app.models.user import Role, User, UserCreate, UserUpdate
 from app.services.access import auth as auth_service
 from tests.support.accounts import TEST_PASSWORD, Account
+from tests.support.errors import assert_error
 from tests.support.settings import MONGO_URI
 
 NEW_PASSWORD = "a-brand-new-long-password"
@@ -37,14 +38,6 @@ async def token_for(client: httpx.AsyncClient, username: str,
                                                         "password": password})
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    return error
 
 
 async def test_get_one_user(client: httpx.AsyncClient, superadmin: Account) -> None:

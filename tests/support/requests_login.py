@@ -4,6 +4,7 @@ addresses."""
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -130,6 +131,16 @@ def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
     """An in-process client whose requests come from this client address."""
     transport = httpx.ASGITransport(app=app, client=(address, 40000))
     return httpx.AsyncClient(transport=transport, base_url="http://backvault.test")
+
+
+def address() -> str:
+    """A random client address (a test's failed logins then block no other test)."""
+    return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post("/api/auth/token", json={"username": username,
+                                                       "password": password})
 
 
 def nested_json(depth: int) -> bytes:
