@@ -117,6 +117,8 @@ class Settings(BaseSettings):
             named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_access_key"] = target.s3_access_key
             named[f"BACKUP_STORAGE__TARGETS ({target.name}) s3_secret_key"] = target.s3_secret_key
             named[f"BACKUP_STORAGE__TARGETS ({target.name}) sftp_password"] = target.sftp_password
+            named[f"BACKUP_STORAGE__TARGETS ({target.name}) sftp_private_key_passphrase"] = \
+                target.sftp_private_key_passphrase
         bad = [name for name, value in named.items() if is_placeholder(value)]
         if len(self.auth.jwt_secret.get_secret_value()) < 32:
             bad.append("BACKUP_AUTH__JWT_SECRET (needs at least 32 characters)")

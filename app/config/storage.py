@@ -67,12 +67,14 @@ class StorageTargetSettings(S3Fields):
     gcs_endpoint_url: Annotated[HttpUrl | None, BeforeValidator(empty_as_none)] = None
     gcs_prefix: str = "backvault"
     # sftp: a directory on a host reached over SSH. The host key is pinned (a line as
-    # ssh-keyscan prints it), never learned; a key or a password logs in.
+    # ssh-keyscan prints it), never learned; a key (with its passphrase if it has one) or
+    # a password logs in.
     sftp_host: str | None = None
     sftp_port: int = Field(default=22, ge=1, le=65535)
     sftp_user: str | None = None
     sftp_password: SecretStr | None = None
     sftp_private_key: SecretStr | None = None
+    sftp_private_key_passphrase: SecretStr | None = None
     sftp_known_host: Annotated[str | None, BeforeValidator(empty_as_none)] = None
     sftp_dir: str | None = None
 
@@ -86,6 +88,9 @@ class StorageTargetSettings(S3Fields):
             needs.append("sftp_private_key or sftp_password")
         if needs:
             raise ValueError(f"storage target {self.name!r} (sftp) needs {', '.join(needs)}")
+        if self.sftp_private_key_passphrase and not self.sftp_private_key:
+            raise ValueError(f"storage target {self.name!r} (sftp): "
+                             "sftp_private_key_passphrase without sftp_private_key")
         if not SSH_HOST_KEY.search(str(self.sftp_known_host)):
             raise ValueError(f"storage target {self.name!r} (sftp): sftp_known_host must hold "
                              "the server's public host key, as ssh-keyscan prints it")

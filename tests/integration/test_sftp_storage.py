@@ -35,11 +35,11 @@ from tests.support.sftp import (
     SFTP_PORT,
     SFTP_ROOT,
     known_host,
+    locked_key,
     new_dir,
     other_host_line,
     other_key,
     password,
-    private_key,
     sftp_kind,
     sftp_storage,
     sftp_target,
@@ -125,14 +125,18 @@ def test_target_settings_name_what_is_missing() -> None:
 
 
 def test_effective_config_shows_no_sftp_secret(settings: Settings) -> None:
-    target = sftp_target("far", sftp_password=password(), sftp_private_key=private_key())
+    phrase = "phrase-" + RUN
+    target = sftp_target("far", sftp_password=password(), sftp_private_key=locked_key(phrase),
+                         sftp_private_key_passphrase=phrase)
     ours = with_targets(settings, [target], default="far")
     view = public_view(ours)
     shown = view["storage"]["targets"][0]
-    assert (shown["sftp_private_key"], shown["sftp_password"]) == ("<redacted>", "<redacted>")
+    assert (shown["sftp_private_key"], shown["sftp_password"],
+            shown["sftp_private_key_passphrase"]) == ("<redacted>",) * 3
     assert shown["sftp_known_host"] == target["sftp_known_host"]  # public: shown to check
     text = json.dumps(view)
     assert password() not in text
+    assert phrase not in text
     assert target["sftp_private_key"].split("\n")[1] not in text
 
 
@@ -156,6 +160,42 @@ async def test_unknown_private_key_is_refused_without_showing_it() -> None:
     assert "authentication as 'backvault-sftp' failed" in error.message
     body = key.split("\n")[1]
     assert body not in f"{error.message} {error.details!r} {error!r}"
+
+
+@pytest.mark.parametrize("key_format", ["openssh", "pkcs8-pem"])
+async def test_a_private_key_with_a_passphrase_logs_in(key_format: str) -> None:
+    phrase = "phrase-" + RUN
+    storage = sftp_storage(new_dir(), private_key=locked_key(phrase, key_format),
+                           passphrase=phrase)
+    await storage.prepare()
+    assert await storage.put("k/obj.bin", from_bytes(b"by a locked key")) == 15
+    assert await collect(storage.get("k/obj.bin")) == b"by a locked key"
+    await storage.close()
+    target = StorageTargetSettings.model_validate(sftp_target(
+        "far", sftp_private_key=locked_key(phrase, key_format),
+        sftp_private_key_passphrase=phrase))
+    configured = SftpStorage.from_target(target)
+    assert await configured.stat("k/obj.bin") is None  # logged in (to a directory of its own)
+    await configured.close()
+
+
+@pytest.mark.parametrize("key_format", ["openssh", "pkcs8-pem"])
+def test_a_locked_key_without_its_passphrase_is_named_not_shown(key_format: str) -> None:
+    phrase = "phrase-" + RUN
+    locked = locked_key(phrase, key_format)
+    with pytest.raises(StorageError, match="sftp_private_key is encrypted: set "
+                                           "sftp_private_key_passphrase") as missing:
+        sftp_storage(new_dir(), private_key=locked)
+    with pytest.raises(StorageError, match="sftp_private_key_passphrase does not open "
+                                           "sftp_private_key") as wrong:
+        sftp_storage(new_dir(), private_key=locked, passphrase="not-" + phrase)
+    for caught in (missing, wrong):
+        assert locked.split("\n")[1] not in str(caught.value)
+        assert phrase not in str(caught.value)
+    with pytest.raises(ValidationError, match="sftp_private_key_passphrase without"):
+        StorageTargetSettings.model_validate(sftp_target(
+            "far", sftp_password=password(), sftp_private_key_passphrase=phrase,
+            sftp_private_key=None))
 
 
 def test_unreadable_private_key_names_the_setting_only() -> None:

@@ -33,6 +33,12 @@ def private_key() -> str:
     return SFTP_KEY_FILE.read_text()
 
 
+def locked_key(passphrase: str, key_format: str = "openssh") -> str:
+    """The test user's private key, encrypted with `passphrase`."""
+    key = asyncssh.import_private_key(private_key())
+    return key.export_private_key(key_format, passphrase=passphrase).decode()
+
+
 def password() -> str:
     return SFTP_PASSWORD_FILE.read_text().strip()
 

@@ -125,6 +125,13 @@ def test_placeholder_secrets_are_refused_outside_development() -> None:
         load(system={"environment": "production"},
              auth={"jwt_secret": "k" * 40, "bootstrap_password": "a-real-password-123"},
              storage={"s3_secret_key": "your-secret-key"})
+    box = {"name": "box", "kind": "sftp", "sftp_host": "h", "sftp_user": "u", "sftp_dir": "d",
+           "sftp_known_host": "h ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA",
+           "sftp_private_key": "a key", "sftp_private_key_passphrase": "changeme"}
+    with pytest.raises(ValidationError, match=r"\(box\) sftp_private_key_passphrase"):
+        load(system={"environment": "production"},
+             auth={"jwt_secret": "k" * 40, "bootstrap_password": "a-real-password-123"},
+             storage={"targets": [box]})
     with pytest.raises(ValidationError, match="at least 32"):
         load(system={"environment": "test"}, auth={"jwt_secret": "short-but-not-placeholder"})
     ok = load(system={"environment": "production"},

@@ -38,13 +38,15 @@ class SftpStorage:
 
     def __init__(self, host: str, user: str, *, known_host: str, directory: str,
                  port: int = 22, password: str | None = None, private_key: str | None = None,
+                 passphrase: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.host = host
         self.port = port
         self.user = user
         self.root = directory.rstrip("/") or ("/" if directory.startswith("/") else ".")
         self.session = SftpSession(host, port, user, known_host=known_host, password=password,
-                                   private_key=private_key, connect_timeout=connect_timeout)
+                                   private_key=private_key, passphrase=passphrase,
+                                   connect_timeout=connect_timeout)
         self.fsyncs = 0  # writes the server fsynced (fsync@openssh.com)
 
     @classmethod
@@ -57,7 +59,9 @@ class SftpStorage:
             known_host=target.sftp_known_host, directory=target.sftp_dir or ".",
             password=target.sftp_password.get_secret_value() if target.sftp_password else None,
             private_key=(target.sftp_private_key.get_secret_value()
-                         if target.sftp_private_key else None))
+                         if target.sftp_private_key else None),
+            passphrase=(target.sftp_private_key_passphrase.get_secret_value()
+                        if target.sftp_private_key_passphrase else None))
 
     @property
     def connects(self) -> int:

@@ -37,13 +37,13 @@ class _Link:
 class SftpSession:
     def __init__(self, host: str, port: int, user: str, *, known_host: str,
                  password: str | None = None, private_key: str | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+                 passphrase: str | None = None, connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.host = host
         self.port = port
         self.user = user
         self.host_keys = pinned_host_keys(known_host)
         self._password = password
-        self._client_keys = [_private_key(private_key)] if private_key else []
+        self._client_keys = [_private_key(private_key, passphrase)] if private_key else []
         self.connect_timeout = connect_timeout
         self._link: _Link | None = None
         self.connects = 0  # connections opened (one is reused until it breaks)
@@ -149,12 +149,20 @@ def pinned_host_keys(known_host: str) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def _private_key(text: str) -> asyncssh.SSHKey:
+def _private_key(text: str, passphrase: str | None) -> asyncssh.SSHKey:
     try:
-        return asyncssh.import_private_key(text)
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        # The library's message may quote the key; ours names only the setting.
-        raise StorageError("sftp_private_key is not a readable, unencrypted private key "
+        return asyncssh.import_private_key(text, passphrase)
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
+        # The library's message may quote the key; ours names only the settings.
+        said = str(exc).lower()
+        if passphrase is None and "passphrase" in said:
+            raise StorageError("sftp_private_key is encrypted: set "
+                               "sftp_private_key_passphrase") from exc
+        if passphrase is not None and (isinstance(exc, asyncssh.KeyEncryptionError)
+                                       or "passphrase" in said or "decrypt" in said):
+            raise StorageError("sftp_private_key_passphrase does not open "
+                               "sftp_private_key") from exc
+        raise StorageError("sftp_private_key is not a readable private key "
                            "(OpenSSH or PEM format)") from exc
 
 
