@@ -26,6 +26,7 @@ from tests.support.accounts import Account
 from tests.support.rebuild import drop_catalog, own_settings, run_backvault, started
 from tests.support.receivers import HttpReceiver, free_port
 from tests.support.settings import IPFS_API, WORK
+from tests.support.sftp import sftp_target
 from tests.support.storage_targets import local_target, s3_target
 
 PB = 10**15
@@ -82,13 +83,15 @@ def old_pg_dump(directory: Path) -> Path:
 async def test_what_is_broken_is_named(app: FastAPI, settings: Settings) -> None:
     dead_hub = f"http://127.0.0.1:{free_port()}"
     broken_s3 = {**s3_target("broken"), "s3_secret_key": "wrong-secret-for-doctor"}
+    dead_box = sftp_target("deadbox", endpoint=f"http://127.0.0.1:{free_port()}")
     own = own_settings(
         settings, [],
         content={"gaia_hubs": [dead_hub]},
         tools={"pg_bin_dir": old_pg_dump(WORK / "old-pg-bin")},
         notifications={"urls": [SecretStr("json://127.0.0.1:9/hook"),
                                 SecretStr("nosuchscheme://user:hunter2@host")]},
-        storage={"targets": [local_target("main"), broken_s3], "default_target": "main"})
+        storage={"targets": [local_target("main"), broken_s3, sftp_target("box"), dead_box],
+                 "default_target": "main"})
     async with started(app, settings, own) as (client, headers):
         # A recent backup far bigger than any disk: every free space is too low for it.
         await Backup(admin=await system_user_id(), status=BackupStatus.completed,
@@ -101,7 +104,7 @@ async def test_what_is_broken_is_named(app: FastAPI, settings: Settings) -> None
                    for i in plain["issues"])
 
         answer = await client.get("/api/backups/health?deep=true", headers=headers)
-        assert answer.status_code == 200
+        assert answer.status_code == 200, answer.text
         report = answer.json()
         checks = by_name(report)
         assert report["status"] == "critical"
@@ -113,6 +116,16 @@ async def test_what_is_broken_is_named(app: FastAPI, settings: Settings) -> None
         assert "pg_dump 9 is older than the server's major 15" in pg["detail"]
         assert checks[("gaia", dead_hub)]["status"] == "failed"
         assert checks[("space", "target main")]["status"] == "warning"
+        # An SFTP target says how much room it has (statvfs@openssh.com); one that cannot
+        # be reached fails the check, naming it.
+        box = checks[("space", "target box")]
+        assert box["status"] == "warning", box
+        assert box["facts"]["path"].startswith("sftp://")
+        assert 0 < box["facts"]["freeBytes"] < PB
+        dead = checks[("space", "target deadbox")]
+        assert dead["status"] == "failed"
+        assert dead["detail"].startswith("cannot read free space of sftp://")
+        assert ("space", "target broken") not in checks  # an object store has no free space
         notes = [c for (area, _), c in checks.items() if area == "notifications"]
         assert [c["status"] for c in notes] == ["ok", "failed"]
         assert any(i.startswith(f"gaia {dead_hub}:") for i in report["issues"])

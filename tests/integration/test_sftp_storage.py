@@ -198,6 +198,16 @@ def test_a_locked_key_without_its_passphrase_is_named_not_shown(key_format: str)
             sftp_private_key=None))
 
 
+async def test_free_space_is_what_the_server_has() -> None:
+    storage = sftp_storage(new_dir())
+    await storage.prepare()
+    free = await storage.free_space()
+    await storage.close()
+    here = shutil.disk_usage(SFTP_ROOT).free  # the server runs on this machine
+    assert free is not None
+    assert abs(free - here) < 0.05 * here, (free, here)
+
+
 def test_unreadable_private_key_names_the_setting_only() -> None:
     garbage = ("-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWJ5dGVz\n"
                "-----END OPENSSH PRIVATE KEY-----")

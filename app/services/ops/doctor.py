@@ -171,7 +171,7 @@ async def run_doctor(settings: Settings, targets: StorageTargets) -> DoctorRepor
     work += _endpoint_checks(settings)
     work.append(_bounded("catalog", "write", catalog_check))
     checks = list(await asyncio.gather(*work))
-    checks += await space_checks(settings)
+    checks += await space_checks(settings, targets)
     checks += await notification_checks(settings)
     status = max((c.status for c in checks), key=CHECK_ORDER.index, default=CheckStatus.ok)
     for check in checks:

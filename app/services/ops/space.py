@@ -1,5 +1,6 @@
-"""Free space on local storage targets and the restore spool, against the largest recent
-backup: less than twice that is a warning (a backup or a restore may not fit)."""
+"""Free space on local storage targets, SFTP ones (deep health only: it connects) and the
+restore spool, against the largest recent backup: less than twice that is a warning (a
+backup or a restore may not fit). Object stores have no free space to read."""
 
 import asyncio
 import shutil
@@ -7,15 +8,20 @@ import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from app.config import Settings, StorageBackend
 from app.models.backup import GOOD_STATUSES, Backup, BackupKind
 from app.models.common import utcnow
 from app.models.doctor import CheckStatus, DoctorCheck
+from app.services.jobs.runner import error_text
+from app.services.storage import StorageTargets
+from app.services.storage.wrappers import StorageWrapper
 
 RECENT_DAYS = 30
 HEADROOM = 2  # free space wanted, in multiples of the largest recent backup
 GB = 1024**3
+REMOTE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,16 @@ def spool_dir(settings: Settings) -> Path:
     return settings.storage.spool_dir or Path(tempfile.gettempdir())
 
 
+@runtime_checkable
+class ReportsFreeSpace(Protocol):
+    """A remote backend that can say how much room it has left (SFTP)."""
+
+    @property
+    def location(self) -> str: ...
+
+    async def free_space(self) -> int | None: ...
+
+
 async def space_check(area_name: str, path: Path, needed: int) -> DoctorCheck:
     """One path's free space against `needed` bytes (HEADROOM times a backup)."""
     try:
@@ -58,7 +74,38 @@ async def space_check(area_name: str, path: Path, needed: int) -> DoctorCheck:
     except OSError as exc:
         return DoctorCheck(area="space", name=area_name, status=CheckStatus.failed,
                            detail=f"cannot read free space of {path}: {exc.strerror or exc}")
-    facts = {"path": str(path), "freeBytes": free, "neededBytes": needed}
+    return _judged(area_name, str(path), free, needed)
+
+
+def _reporting(targets: StorageTargets) -> list[tuple[str, ReportsFreeSpace]]:
+    """The targets whose backend (under its wrappers) can report its free space."""
+    found: list[tuple[str, ReportsFreeSpace]] = []
+    for name in targets.names():
+        store = targets.named(name)
+        backend = store.unwrapped() if isinstance(store, StorageWrapper) else store
+        if isinstance(backend, ReportsFreeSpace):
+            found.append((name, backend))
+    return found
+
+
+async def _remote_check(name: str, backend: ReportsFreeSpace, needed: int) -> DoctorCheck:
+    where = backend.location
+    try:
+        free = await asyncio.wait_for(backend.free_space(), REMOTE_TIMEOUT_SECONDS)
+    except Exception as exc:  # a failed check, never a failed health report
+        why = f"no answer within {REMOTE_TIMEOUT_SECONDS:g} s" \
+            if isinstance(exc, TimeoutError) else error_text(exc)
+        return DoctorCheck(area="space", name=f"target {name}", status=CheckStatus.failed,
+                           detail=f"cannot read free space of {where}: {why}")
+    if free is None:  # said, so that no one takes the missing figure for room enough
+        return DoctorCheck(area="space", name=f"target {name}", status=CheckStatus.ok,
+                           facts={"path": where},
+                           detail="free space not reported by the server")
+    return _judged(f"target {name}", where, free, needed)
+
+
+def _judged(area_name: str, path: str, free: int, needed: int) -> DoctorCheck:
+    facts = {"path": path, "freeBytes": free, "neededBytes": needed}
     if needed and free < needed:
         return DoctorCheck(
             area="space", name=area_name, status=CheckStatus.warning, facts=facts,
@@ -68,12 +115,16 @@ async def space_check(area_name: str, path: Path, needed: int) -> DoctorCheck:
                        detail=f"{free / GB:.2f} GB free")
 
 
-async def space_checks(settings: Settings) -> list[DoctorCheck]:
-    """Each local target and the restore spool."""
+async def space_checks(settings: Settings,
+                       targets: StorageTargets | None = None) -> list[DoctorCheck]:
+    """Each local target and the restore spool; with `targets`, the remote ones that
+    report their free space too."""
     largest = await largest_recent()
     checks = [await space_check(f"target {t.name}", t.local_dir, HEADROOM * largest.stored)
               for t in settings.storage.target_list()
               if t.kind is StorageBackend.local and t.local_dir is not None]
+    checks += [await _remote_check(name, backend, HEADROOM * largest.stored)
+               for name, backend in (_reporting(targets) if targets else [])]
     checks.append(await space_check("restore spool", spool_dir(settings),
                                     HEADROOM * largest.plaintext))
     return checks

@@ -83,7 +83,7 @@ class SftpStorage:
         return f"sftp://{self.user}@{self.host}:{self.port}{where}"
 
     async def prepare(self) -> None:
-        with self.session.mapped(f"Cannot prepare {self._url(self.root)}"):
+        with self.session.mapped(f"Cannot prepare {self.location}"):
             sftp = await self.session.client()
             await sftp.makedirs(self.root, exist_ok=True)
 
@@ -232,6 +232,22 @@ class SftpStorage:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+
+    @property
+    def location(self) -> str:
+        """Where the objects land, as a URL."""
+        return self._url(self.root)
+
+    async def free_space(self) -> int | None:
+        """Free bytes where the objects land, or None when the server does not say
+        (OpenSSH answers `statvfs@openssh.com`)."""
+        with self.session.mapped(f"Cannot read the free space of {self.location}"):
+            sftp = await self.session.client()
+            try:
+                stats = await sftp.statvfs(self.root)
+            except asyncssh.SFTPOpUnsupported:
+                return None
+        return int(stats.bavail * stats.frsize)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)
