@@ -29,7 +29,7 @@ from app.models.content import (
 from app.models.dashboard import BackupsStatus, Dashboard
 from app.models.doctor import DeepHealthReport
 from app.models.job import BackupJob, JobOut
-from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.models.requests import CleanupRequest, DatabaseBackupCreate, RestoreRequest
 from app.models.schedule import ScheduleStatus
 from app.models.stats import BackupStats, HealthReport, HealthStatus
 from app.models.storage import StoredFile
@@ -39,7 +39,7 @@ from app.services.artifacts.read import require_artifact
 from app.services.catalog import dashboard, downloads, stats, trash
 from app.services.catalog import queries as catalog
 from app.services.catalog import status as live_status
-from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.catalog.retention import CleanupResult, apply_retention
 from app.services.content import backup as content_backups
 from app.services.content import restore as content_restore
 from app.services.content.ipfs import CAR_TYPE

@@ -12,9 +12,9 @@ from app.config import Settings, get_settings
 from app.logs import configure_logging
 from app.models.backup import BackupFilter, BackupOut
 from app.models.job import JobStatus, JobTrigger
-from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.models.requests import CleanupRequest, DatabaseBackupCreate, RestoreRequest
 from app.services.catalog import queries as catalog
-from app.services.catalog.retention import CleanupRequest, CleanupResult, apply_retention
+from app.services.catalog.retention import CleanupResult, apply_retention
 from app.services.databases.backup import submit_database_backup
 from app.services.databases.restore import plan_restore
 from app.services.jobs.runner import JobRunner

@@ -9,7 +9,7 @@ from pydantic.alias_generators import to_camel
 from app.models.backup import BackupType, Notes, RetentionDays
 from app.models.content import ContentBackupCreate, ContentImportRequest
 from app.models.job import BackupJob, JobKind
-from app.models.requests import DatabaseBackupCreate, RestoreRequest
+from app.models.requests import CleanupRequest, DatabaseBackupCreate, RestoreRequest
 from app.models.wal import PitrRestoreRequest
 
 
@@ -55,10 +55,8 @@ class RestoreParams(RestoreRequest, JobParams):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class CleanupParams(JobParams):
-    # The fields of retention's CleanupRequest (a service model this module cannot import).
-    dry_run: bool = False
-    source: str | None = Field(default=None, min_length=1, max_length=63)
+class CleanupParams(CleanupRequest, JobParams):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 class ReportParams(JobParams):

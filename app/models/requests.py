@@ -70,3 +70,12 @@ class RestoreRequest(ApiSchema):
         default=None, max_length=255,
         description="the target database's name; required when the restore drops, replaces "
                     "or adds to existing data")
+
+
+class CleanupRequest(ApiSchema):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = Field(default=False, description="answer what would go and why; "
+                                                     "delete nothing")
+    source: str | None = Field(default=None, min_length=1, max_length=63,
+                               description="only this source; default all")

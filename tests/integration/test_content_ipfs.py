@@ -15,8 +15,9 @@ from app.config import ContentSourceKind, ContentSourceSettings, Settings
 from app.models.backup import Backup
 from app.models.common import utcnow
 from app.models.content import ContentBackupCreate, ContentItem, ContentObject, ItemStatus
+from app.models.requests import CleanupRequest
 from app.services.access.auth import system_user_id
-from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.services.catalog.retention import apply_retention
 from app.services.content.backup import back_up_content
 from app.services.content.formats.car import CarReader
 from app.services.content.formats.cid import parse_cid

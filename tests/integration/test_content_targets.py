@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.models.common import utcnow
 from app.models.content import ContentItem, ContentObject, ItemStatus
-from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.models.requests import CleanupRequest
+from app.services.catalog.retention import apply_retention
 from app.services.content.formats.car import CarReader
 from app.services.content.restore import car_stream, readable_objects
 from app.services.databases.verify import check_content_objects

@@ -12,8 +12,9 @@ from app.errors import ConflictError
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobKind, JobStatus
+from app.models.requests import CleanupRequest
 from app.services.catalog import trash
-from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.services.catalog.retention import apply_retention
 from app.services.catalog.stats import backup_health
 from tests.support.accounts import Account
 from tests.support.delete_cancel import (

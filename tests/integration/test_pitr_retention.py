@@ -14,10 +14,10 @@ from app.config import PitrSettings, Settings
 from app.errors import ConflictError
 from app.models.backup import Backup, BackupKind, BackupStatus
 from app.models.common import utcnow
+from app.models.requests import CleanupRequest
 from app.models.wal import WalSegment
 from app.services.artifacts.stages import from_bytes
 from app.services.catalog.retention import (
-    CleanupRequest,
     CleanupResult,
     apply_retention,
     good_in_series,

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
-from app.models.requests import DatabaseBackupCreate
-from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.models.requests import CleanupRequest, DatabaseBackupCreate
+from app.services.catalog.retention import apply_retention
 from app.services.databases.backup import back_up
 from app.services.jobs.runner import Progress
 from app.services.storage import LocalStorage

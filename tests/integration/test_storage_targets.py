@@ -14,8 +14,8 @@ from pydantic import SecretStr, ValidationError
 from app.config import Settings
 from app.errors import InvalidInputError
 from app.models.backup import Backup, VerificationState
-from app.models.requests import DatabaseBackupCreate, RestoreRequest
-from app.services.catalog.retention import CleanupRequest, apply_retention
+from app.models.requests import CleanupRequest, DatabaseBackupCreate, RestoreRequest
+from app.services.catalog.retention import apply_retention
 from app.services.databases.backup import back_up
 from app.services.databases.restore import plan_restore, restore
 from app.services.databases.verify import verify

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import structlog
 from beanie import PydanticObjectId
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from app.config import RetentionSettings, Settings
 from app.errors import AppError
@@ -30,6 +30,7 @@ from app.models.backup import GOOD_STATUSES, Backup, BackupStatus, VerificationS
 from app.models.common import ApiSchema, utcnow
 from app.models.content import ContentItem, ContentObject
 from app.models.job_params import CleanupParams, params_of
+from app.models.requests import CleanupRequest
 from app.services.content.located import object_storage
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
@@ -41,15 +42,6 @@ from app.services.storage import Targets, as_targets
 log = structlog.get_logger(__name__)
 # The retention series of a source: its own backups, and its PITR base backups.
 Series = Literal["dumps", "pitrBase"]
-
-
-class CleanupRequest(ApiSchema):
-    model_config = ConfigDict(extra="forbid")
-
-    dry_run: bool = Field(default=False, description="answer what would go and why; "
-                                                     "delete nothing")
-    source: str | None = Field(default=None, min_length=1, max_length=63,
-                               description="only this source; default all")
 
 
 class RetentionItem(ApiSchema):
@@ -368,10 +360,9 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
 
 async def run_cleanup(ctx: JobContext) -> dict[str, Any]:
     """The `cleanup` job handler; fails (after doing what it can) if any deletion failed."""
-    params = params_of(ctx.job, CleanupParams)
-    request = CleanupRequest(dry_run=params.dry_run, source=params.source)
     ctx.progress.set_phase("cleanup")
-    result = await apply_retention(ctx.settings, ctx.all_targets, request)
+    result = await apply_retention(ctx.settings, ctx.all_targets,
+                                   params_of(ctx.job, CleanupParams))
     if result.errors:
         raise AppError(f"{len(result.errors)} deletion(s) failed: " + "; ".join(result.errors))
     return result.model_dump(mode="json", by_alias=True)

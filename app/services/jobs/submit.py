@@ -6,8 +6,7 @@ from beanie import PydanticObjectId
 from app.models.backup import Backup
 from app.models.job import BackupJob, JobKind, JobTrigger
 from app.models.job_params import CatalogRebuildParams, CleanupParams, RestoreParams, VerifyParams
-from app.models.requests import RestoreRequest
-from app.services.catalog.retention import CleanupRequest
+from app.models.requests import CleanupRequest, RestoreRequest
 from app.services.jobs.runner import JobRunner
 
 
@@ -31,7 +30,7 @@ async def submit_cleanup(runner: JobRunner, request: CleanupRequest,
                          requested_by: PydanticObjectId | None,
                          trigger: JobTrigger = JobTrigger.api) -> BackupJob:
     """Queue a `cleanup` job: retention of one source or of all (then pruning too)."""
-    params = CleanupParams(dry_run=request.dry_run, source=request.source)
+    params = CleanupParams.model_validate(request.model_dump())
     return await runner.submit(JobKind.cleanup, params, source=request.source,
                                requested_by=requested_by, trigger=trigger)
 
