@@ -11,17 +11,20 @@ import httpx
 import pytest
 from beanie import PydanticObjectId
 from fastapi import FastAPI
+from pydantic import SecretStr
 
-from app.config import Settings
+from app.config import Settings, SourceKind, SourceSettings
 from app.models.backup import Backup
 from app.models.job import BackupJob
 from app.models.wal import WalSegment
 from app.services.catalog.stats import backup_health
 from app.services.databases.backup import remove_backup
 from app.services.pitr import lease
-from app.services.pitr.archiver import WalArchivers
+from app.services.pitr.archiver import SourceArchiver, WalArchivers
 from app.services.pitr.health import lease_name
 from app.services.pitr.retention import prune_wal
+from app.services.pitr.ship import PARTIAL
+from app.services.pitr.walnames import segment_name
 from tests.support.accounts import Account
 from tests.support.jobs import wait_job
 from tests.support.pitr import archiving as pitr_archiving
@@ -226,3 +229,42 @@ async def test_health_names_a_pitr_source_whose_archiving_needs_a_look(
         assert "the WAL chain since the newest base backup has a gap" in entry.issues
     finally:
         await lease.release(name, "health-test")
+
+
+async def test_a_partial_ships_once_nothing_has_shipped_for_its_interval(
+        app: FastAPI, settings: Settings) -> None:
+    """The partial segment goes when no file has been shipped for the interval (RPO), not
+    each time a new one appears: on a busy source that was a second shipping per segment."""
+    source = SourceSettings(name="pgpartial", kind=SourceKind("postgres"),
+                            uri=SecretStr(pg_uri(PG_DB)))
+    config = pitr_settings(settings.model_copy(update={"sources": [*settings.sources, source]}),
+                           sources=["pgpartial"], partial_interval_seconds=30.0)
+    archiver = SourceArchiver(config, app.state.runner.targets, source, owner="test")
+    archiver.folder.mkdir(parents=True, exist_ok=True)
+    first, second = segment_name(1, 0x101), segment_name(1, 0x102)
+    try:
+        # Just started: what was received goes at once.
+        (archiver.folder / f"{first}{PARTIAL}").write_bytes(b"received")
+        assert await archiver.ship_ready() == 0
+        assert await WalSegment.get(f"pgpartial:{first}{PARTIAL}") is not None
+        # The segment completes and ships whole; the next one's partial waits.
+        (archiver.folder / f"{first}{PARTIAL}").rename(archiver.folder / first)
+        (archiver.folder / f"{second}{PARTIAL}").write_bytes(b"next")
+        assert await archiver.ship_ready() == 1
+        assert await WalSegment.get(f"pgpartial:{first}") is not None
+        assert await WalSegment.get(f"pgpartial:{first}{PARTIAL}") is None  # dropped
+        assert await WalSegment.get(f"pgpartial:{second}{PARTIAL}") is None
+        # Once nothing has shipped for the interval, it goes.
+        assert archiver.state.last_sent is not None
+        archiver.state.last_sent -= 31
+        assert await archiver.ship_ready() == 0
+        shipped = await WalSegment.get(f"pgpartial:{second}{PARTIAL}")
+        assert shipped is not None
+        # Stopping ships it whatever the interval.
+        (archiver.folder / f"{second}{PARTIAL}").write_bytes(b"next, and more")
+        await archiver.ship_ready(force_partial=True)
+        last = await WalSegment.get(f"pgpartial:{second}{PARTIAL}")
+        assert last is not None
+        assert last.sha256 != shipped.sha256
+    finally:
+        await WalSegment.find({"source": "pgpartial"}).delete()

@@ -5,7 +5,7 @@ every `partial_interval_seconds`; slot lag watched."""
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,10 @@ class ArchiverState:
     chain_broken: bool = False
     shipped: int = 0
     last_error: str | None = None
-    partial_sent: dict[str, float] = field(default_factory=dict)
+    # Loop time of the last file shipped, whole or partial: the partial goes once this is
+    # partial_interval_seconds old. (Timing each partial by its own name shipped every new
+    # one at once, a 16 MB read and a catalog write more per segment on a busy source.)
+    last_sent: float | None = None
 
 
 class SourceArchiver:
@@ -200,6 +203,8 @@ class SourceArchiver:
                 path.unlink()
                 done += 1
         self.state.shipped += done
+        if done:
+            self.state.last_sent = asyncio.get_running_loop().time()
         for name in names:
             if name.endswith(PARTIAL) and is_segment(name.removesuffix(PARTIAL)):
                 await self._ship_partial(self.folder / name, force_partial)
@@ -207,7 +212,7 @@ class SourceArchiver:
 
     async def _ship_partial(self, path: Path, force: bool) -> None:
         loop = asyncio.get_running_loop()
-        last = self.state.partial_sent.get(path.name)
+        last = self.state.last_sent
         if not force and last is not None and \
                 loop.time() - last < self.settings.pitr.partial_interval_seconds:
             return
@@ -217,7 +222,7 @@ class SourceArchiver:
                             self.segment_size, received=received)
         except FileNotFoundError:
             return  # completed meanwhile: shipped whole at the next tick
-        self.state.partial_sent = {path.name: loop.time()}
+        self.state.last_sent = loop.time()
 
     async def _received_in(self, path: Path) -> int | None:
         """How far into the partial segment WAL has been received: the receiver's write
