@@ -124,7 +124,8 @@ async def test_what_is_broken_is_named(app: FastAPI, settings: Settings) -> None
         assert 0 < box["facts"]["freeBytes"] < PB
         dead = checks[("space", "target deadbox")]
         assert dead["status"] == "failed"
-        assert dead["detail"].startswith("cannot read free space of sftp://")
+        assert dead["detail"].startswith("Cannot read the free space of sftp://"), dead
+        assert dead["detail"].count("sftp://") == 1
         assert ("space", "target broken") not in checks  # an object store has no free space
         notes = [c for (area, _), c in checks.items() if area == "notifications"]
         assert [c["status"] for c in notes] == ["ok", "failed"]

@@ -34,9 +34,8 @@ from app.models.requests import CleanupRequest
 from app.services.content.located import object_storage
 from app.services.databases.backup import remove_backup
 from app.services.jobs.runner import JobContext
-from app.services.pitr.basebackup import BASE_FORMAT
 from app.services.pitr.retention import WalPruned, plan_wal_pruning
-from app.services.pitr.window import unrestorable
+from app.services.pitr.window import BASE_FORMAT, unrestorable
 from app.services.storage import Targets, as_targets
 
 log = structlog.get_logger(__name__)
@@ -294,9 +293,14 @@ class _Outcome:
 
 async def _carry_out(targets: Targets, source: str | None, series: Series,
                      backups: list[Backup], decision: Decision, dry_run: bool,
-                     outcome: _Outcome) -> None:
-    """Remove what one series' decision lets go (unless a dry run) and tally the series."""
+                     outcome: _Outcome, broken: frozenset[str]) -> None:
+    """Remove what one series' decision lets go (unless a dry run) and tally the series
+    (a base backup whose WAL chain is broken is not a good one)."""
     by_id = {b.id: b for b in backups}
+
+    def good_one(backup: Backup) -> bool:
+        return counts_for_source(backup) and str(backup.id) not in broken
+
     gone = removed = 0
     for backup_id, reasons in decision.delete.items():
         backup = by_id[backup_id]
@@ -308,9 +312,9 @@ async def _carry_out(targets: Targets, source: str | None, series: Series,
                 continue
         outcome.deleted.append(_item(backup, reasons))
         removed += 1
-        gone += counts_for_source(backup)
+        gone += good_one(backup)
     outcome.protected += [_item(by_id[i], r) for i, r in decision.protect.items()]
-    good = sum(map(counts_for_source, backups))
+    good = sum(map(good_one, backups))
     outcome.sources.append(SourceRetention(source=source, series=series, good=good,
                                            deleted=removed, good_left=good - gone))
 
@@ -327,7 +331,7 @@ async def apply_retention(settings: Settings, storage: Targets, request: Cleanup
         broken = await unrestorable_bases(backups)
         for series, part, decision in decide_series(backups, settings, now, broken):
             await _carry_out(targets, source, series, part, decision, request.dry_run,
-                             outcome)
+                             outcome, broken)
     deleted, protected, errors = outcome.deleted, outcome.protected, outcome.errors
     wal = await plan_wal_pruning(targets, request.source, dry_run=request.dry_run,
                                  going={i.id for i in deleted})

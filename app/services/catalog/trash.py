@@ -43,18 +43,19 @@ async def _refuse_if_in_use(backup: Backup) -> None:
                             "or cancel it first", {"jobs": [str(j.id) for j in jobs]})
 
 
-def _minimum(settings: Settings, backup: Backup) -> tuple[int, str]:
+def _minimum(settings: Settings, backup: Backup) -> tuple[int, str, str]:
+    """The series' minimum, its setting, and what it counts."""
     if series_of(backup) == "dumps":
-        return settings.retention.min_count, "retention.min_count"
-    return settings.pitr.base_min_count, "pitr.base_min_count"
+        return settings.retention.min_count, "retention.min_count", "good backup(s)"
+    return settings.pitr.base_min_count, "pitr.base_min_count", "restorable base backup(s)"
 
 
 async def _refuse_below_minimum(settings: Settings, backup: Backup, good_left: int) -> None:
-    minimum, setting = _minimum(settings, backup)
+    minimum, setting, counted = _minimum(settings, backup)
     if good_left >= minimum:
         return
     raise ConflictError(
-        f"Deleting backup {backup.id} would leave {good_left} good backup(s) of source "
+        f"Deleting backup {backup.id} would leave {good_left} {counted} of source "
         f"{backup.source!r} in its series, below {setting} = {minimum}. To delete it anyway, "
         "repeat the request with force=true and a reason",
         {"source": backup.source, "minCount": minimum, "goodLeft": good_left})
@@ -79,8 +80,8 @@ async def delete_backup(settings: Settings, storage: Targets, backup_id: Pydanti
         await remove_backup(storage, backup, f"removed from the trash: {why}")
         return backup
     await _refuse_if_in_use(backup)
-    counted = await counts_in_series(backup)
-    if counted and not force:
+    counted = not force and await counts_in_series(backup)
+    if counted:
         await _refuse_below_minimum(
             settings, backup, await good_in_series(backup.source, series_of(backup), backup.id))
     previous = backup.status
@@ -90,7 +91,7 @@ async def delete_backup(settings: Settings, storage: Targets, backup_id: Pydanti
         deleted_by=username, deletion_reason=why)
     if not moved:
         raise ConflictError(f"Backup {backup_id} changed while being deleted; try again")
-    if counted and not force:
+    if counted:
         # Another deletion may have raced this one: recount, and put it back if short.
         left = await good_in_series(backup.source, series_of(backup))
         if left < _minimum(settings, backup)[0]:

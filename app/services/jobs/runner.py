@@ -151,6 +151,8 @@ class JobRunner:
         self.finish_listeners: list[FinishListener] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._claiming = asyncio.Lock()  # held while the loop claims and launches
 
     async def submit(self, kind: JobKind, params: JobParams | dict[str, Any], *,
                      source: str | None = None,
@@ -179,18 +181,24 @@ class JobRunner:
         log.info("job queued", job_id=str(job.id), kind=job.kind.value, source=job.source)
 
     def start(self) -> None:
+        """Claim queued jobs (again, after `pause`)."""
+        self._paused = False
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
+        self._wake.set()
 
     async def pause(self) -> None:
-        """Claim no more jobs (those running here go on); `start` resumes."""
+        """Claim no more jobs until `start` (those running here go on); returns once no
+        claim is under way, so none lands after it."""
+        self._paused = True
+        async with self._claiming:
+            pass
+
+    async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
-
-    async def stop(self) -> None:
-        await self.pause()
         tasks = list(self.active.values())
         for task in tasks:
             task.cancel()
@@ -199,11 +207,13 @@ class JobRunner:
     async def _loop(self) -> None:
         while True:
             try:
-                while len(self.active) < self.settings.limits.max_concurrent_jobs:
-                    job = await self.claim()
-                    if job is None:
-                        break
-                    self._launch(job)
+                async with self._claiming:
+                    while not self._paused and \
+                            len(self.active) < self.settings.limits.max_concurrent_jobs:
+                        job = await self.claim()
+                        if job is None:
+                            break
+                        self._launch(job)
             except Exception:
                 log.exception("job runner could not claim work")
             self._wake.clear()

@@ -93,10 +93,11 @@ async def _remote_check(name: str, backend: ReportsFreeSpace, needed: int) -> Do
     try:
         free = await asyncio.wait_for(backend.free_space(), REMOTE_TIMEOUT_SECONDS)
     except Exception as exc:  # a failed check, never a failed health report
-        why = f"no answer within {REMOTE_TIMEOUT_SECONDS:g} s" \
-            if isinstance(exc, TimeoutError) else error_text(exc)
+        detail = f"Cannot read the free space of {where}: no answer within " \
+                 f"{REMOTE_TIMEOUT_SECONDS:g} s" if isinstance(exc, TimeoutError) \
+            else error_text(exc)  # the backend's message names the target
         return DoctorCheck(area="space", name=f"target {name}", status=CheckStatus.failed,
-                           detail=f"cannot read free space of {where}: {why}")
+                           detail=detail)
     if free is None:  # said, so that no one takes the missing figure for room enough
         return DoctorCheck(area="space", name=f"target {name}", status=CheckStatus.ok,
                            facts={"path": where},
@@ -123,8 +124,9 @@ async def space_checks(settings: Settings,
     checks = [await space_check(f"target {t.name}", t.local_dir, HEADROOM * largest.stored)
               for t in settings.storage.target_list()
               if t.kind is StorageBackend.local and t.local_dir is not None]
-    checks += [await _remote_check(name, backend, HEADROOM * largest.stored)
-               for name, backend in (_reporting(targets) if targets else [])]
+    checks += await asyncio.gather(*(_remote_check(name, backend, HEADROOM * largest.stored)
+                                     for name, backend in (_reporting(targets) if targets
+                                                           else [])))
     checks.append(await space_check("restore spool", spool_dir(settings),
                                     HEADROOM * largest.plaintext))
     return checks

@@ -1,6 +1,6 @@
 """Continuous WAL archiving: one `pg_receivewal` per PITR source on the replica holding its
 lease, each completed segment shipped as it lands and the segment being received shipped
-every `partial_interval_seconds`; slot lag watched."""
+once nothing has shipped for `partial_interval_seconds`; slot lag watched."""
 
 import asyncio
 import contextlib
@@ -56,8 +56,7 @@ class ArchiverState:
     shipped: int = 0
     last_error: str | None = None
     # Loop time of the last file shipped, whole or partial: the partial goes once this is
-    # partial_interval_seconds old. (Timing each partial by its own name shipped every new
-    # one at once, a 16 MB read and a catalog write more per segment on a busy source.)
+    # partial_interval_seconds old (then no received WAL waits longer than that).
     last_sent: float | None = None
 
 

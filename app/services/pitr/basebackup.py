@@ -26,14 +26,10 @@ from app.services.jobs.runner import JobContext, JobRunner, Progress
 from app.services.pitr.manifest import base_manifest
 from app.services.pitr.tarwatch import TarWatch
 from app.services.pitr.walnames import format_lsn, parse_lsn, segment_name
+from app.services.pitr.window import BASE_FORMAT
 from app.services.storage import StorageTargets
 
 log = structlog.get_logger(__name__)
-BASE_FORMAT = "pgbasetar"
-
-
-def is_base_backup(backup: Backup) -> bool:
-    return bool(backup.format_chain) and backup.format_chain[0] == BASE_FORMAT
 
 
 def pitr_source(settings: Settings, name: str) -> SourceSettings:

@@ -2,7 +2,7 @@
 and the recoverable window of a source (earliest and latest restorable time, gaps)."""
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import Field
@@ -22,6 +22,11 @@ from app.services.pitr.walnames import (
 )
 
 BASE_FORMAT = "pgbasetar"
+PITR_FACTS = ("timeline", "startLsn", "stopLsn", "startWal", "stopWal", "stopTime")
+# A base backup's last WAL segment ships within seconds of its end. Until this has passed,
+# WAL that does not reach its stop yet is arriving: retention and the delete minimum do not
+# take it for a broken chain (the window shows it as not yet restorable).
+ARRIVING = timedelta(minutes=10)
 
 
 class WalGap(ApiSchema):
@@ -123,9 +128,12 @@ def _chain(backup: Backup, numbers: dict[int, WalFacts], size: int) -> BaseBacku
 
 
 def is_base_backup(backup: Backup) -> bool:
-    """A completed base backup, with the LSNs its chain is checked from."""
+    """A completed base backup, with the facts its chain is checked from (a record rebuilt
+    from a manifest without them is not checked)."""
+    pitr = backup.options.get("pitr")
     return backup.status is BackupStatus.completed and \
-        backup.format_chain[:1] == [BASE_FORMAT] and "pitr" in backup.options
+        backup.format_chain[:1] == [BASE_FORMAT] and isinstance(pitr, dict) and \
+        all(fact in pitr for fact in PITR_FACTS)
 
 
 async def base_backups(source: str) -> list[Backup]:
@@ -155,7 +163,14 @@ async def unrestorable(source: str, backups: list[Backup]) -> frozenset[str]:
     if not bases:
         return frozenset()
     numbers, size = _numbered(await wal_facts(source))
-    return frozenset(str(b.id) for b in bases if not _chain(b, numbers, size).restorable)
+    since = utcnow() - ARRIVING
+    return frozenset(str(b.id) for b in bases
+                     if _broken(_chain(b, numbers, size), since))
+
+
+def _broken(chain: BaseBackupChain, arriving_since: datetime) -> bool:
+    stop = chain.stop_time if chain.stop_time.tzinfo else chain.stop_time.replace(tzinfo=UTC)
+    return not chain.restorable and stop < arriving_since
 
 
 async def source_window(settings: Settings, source: str) -> PitrWindow:

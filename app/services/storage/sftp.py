@@ -247,7 +247,7 @@ class SftpStorage:
                 stats = await sftp.statvfs(self.root)
             except asyncssh.SFTPOpUnsupported:
                 return None
-        return int(stats.bavail * stats.frsize)
+        return int(stats.bavail * (stats.frsize or stats.bsize))  # some servers send frsize 0
 
     async def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

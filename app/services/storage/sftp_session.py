@@ -158,10 +158,12 @@ def _private_key(text: str, passphrase: str | None) -> asyncssh.SSHKey:
         if passphrase is None and "passphrase" in said:
             raise StorageError("sftp_private_key is encrypted: set "
                                "sftp_private_key_passphrase") from exc
-        if passphrase is not None and (isinstance(exc, asyncssh.KeyEncryptionError)
-                                       or "passphrase" in said or "decrypt" in said):
+        if passphrase is not None and ("incorrect passphrase" in said
+                                       or "unable to decrypt" in said):
             raise StorageError("sftp_private_key_passphrase does not open "
                                "sftp_private_key") from exc
+        if isinstance(exc, asyncssh.KeyEncryptionError):  # a cipher or KDF it cannot use
+            raise StorageError(f"sftp_private_key cannot be opened: {exc}") from exc
         raise StorageError("sftp_private_key is not a readable private key "
                            "(OpenSSH or PEM format)") from exc
 
