@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,6 +97,15 @@ DEFAULTS = ["daily", "weekly", "monthly", "cleanup", "stats-report", "health-che
             "restore-drill", "reverify", "pitr-basebackup"]
 
 
+@pytest.fixture
+async def defaults_removed_after() -> AsyncIterator[None]:
+    """The seeded defaults go when the test ends (the marker stays, so they are not seeded
+    again): left in the shared catalog, a later test's catch-up would fire them."""
+    yield
+    await Schedule.find({"name": {"$in": DEFAULTS}}).delete()
+
+
+@pytest.mark.usefixtures("defaults_removed_after")
 async def test_defaults_are_seeded_once(settings: Settings) -> None:
     await Schedule.find({"name": {"$in": DEFAULTS}}).delete()
     await Schedule.get_pymongo_collection().database["service_markers"].delete_many({})
@@ -117,6 +127,7 @@ async def test_defaults_are_seeded_once(settings: Settings) -> None:
     assert await Schedule.find({"name": "daily"}).count() == 0
 
 
+@pytest.mark.usefixtures("defaults_removed_after")
 async def test_a_default_added_by_an_upgrade_is_seeded_on_an_existing_catalog(
         settings: Settings) -> None:
     # A catalog seeded by a version whose marker had no list, one default deleted since.
