@@ -1,6 +1,5 @@
 """The console's session, CSRF and cron preview over HTTP (in process, real catalog)."""
 
-import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,12 +16,11 @@ from app.models.wal import WalSegment
 from app.services.access import auth as auth_service
 from app.services.access.session import SESSION_COOKIE, csrf_token
 from tests.support.accounts import TEST_PASSWORD, Account
+from tests.support.requests_login import address, client_from, throttled_logins
 
 
 def _client(app: FastAPI, base: str = "http://backvault.test") -> httpx.AsyncClient:
-    address = f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-    transport = httpx.ASGITransport(app=app, client=(address, 4321))
-    return httpx.AsyncClient(transport=transport, base_url=base)
+    return client_from(app, address(), base)
 
 
 async def _user(role: Role) -> str:
@@ -153,10 +151,8 @@ async def test_a_sign_in_posted_from_another_site_is_refused(app: FastAPI) -> No
 
 @pytest.fixture
 async def strict_logins(app: FastAPI, settings: Settings) -> AsyncIterator[LoginSettings]:
-    limits = LoginSettings(free_failures=3, backoff_base_seconds=60, window_seconds=900)
-    app.state.settings = settings.model_copy(update={"login": limits})
-    yield limits
-    app.state.settings = settings
+    async with throttled_logins(app, settings, free_failures=3) as limits:
+        yield limits
 
 
 async def test_console_sign_in_is_throttled_like_the_token_endpoint(

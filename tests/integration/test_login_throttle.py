@@ -16,16 +16,13 @@ from app.services.access import auth as auth_service
 from app.services.access import login_throttle
 from tests.support.accounts import TEST_PASSWORD
 from tests.support.errors import assert_error
-from tests.support.requests_login import address, client_from, login
+from tests.support.requests_login import address, client_from, login, throttled_logins
 
 
 @pytest.fixture
 async def login_limits(app: FastAPI, settings: Settings) -> AsyncIterator[LoginSettings]:
-    """Backoff long enough that a slow test run cannot outlive it; restored afterwards."""
-    limits = LoginSettings(free_failures=5, backoff_base_seconds=60, window_seconds=900)
-    app.state.settings = settings.model_copy(update={"login": limits})
-    yield limits
-    app.state.settings = settings
+    async with throttled_logins(app, settings, free_failures=5) as limits:
+        yield limits
 
 
 async def new_user(role: Role = Role.viewer) -> User:

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import httpx
 from fastapi import FastAPI
 from pymongo import MongoClient
 
+from app.config import LoginSettings, Settings
 from tests.support.receivers import free_port, wait_until_serving
 from tests.support.settings import MONGO_URI
 
@@ -127,15 +128,30 @@ def request_head(method: str, path: str, headers: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
+def client_from(app: FastAPI, address: str,
+                base: str = "http://backvault.test") -> httpx.AsyncClient:
     """An in-process client whose requests come from this client address."""
     transport = httpx.ASGITransport(app=app, client=(address, 40000))
-    return httpx.AsyncClient(transport=transport, base_url="http://backvault.test")
+    return httpx.AsyncClient(transport=transport, base_url=base)
 
 
 def address() -> str:
     """A random client address (a test's failed logins then block no other test)."""
     return f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+@asynccontextmanager
+async def throttled_logins(app: FastAPI, settings: Settings,
+                           free_failures: int) -> AsyncIterator[LoginSettings]:
+    """The app throttles logins after `free_failures`, with a backoff long enough that a
+    slow test run cannot outlive it; its settings are restored afterwards."""
+    limits = LoginSettings(free_failures=free_failures, backoff_base_seconds=60,
+                           window_seconds=900)
+    app.state.settings = settings.model_copy(update={"login": limits})
+    try:
+        yield limits
+    finally:
+        app.state.settings = settings
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:

@@ -18,6 +18,7 @@ import zoneinfo
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import structlog
@@ -195,25 +196,43 @@ def series_of(backup: Backup) -> Series:
     return chain_series(backup.format_chain)
 
 
-async def counts_in_series(backup: Backup) -> bool:
-    """Whether deleting `backup` lowers what its series' minimum is kept against."""
-    if not counts_for_source(backup):
-        return False
-    return series_of(backup) == "dumps" or not await unrestorable_bases([backup])
+def counted_in_series(backup: Backup, broken: frozenset[str]) -> bool:
+    """Whether a backup counts toward its series' minimum and maximum: a good one, and for
+    a base backup one whose WAL chain is not broken (so an older restorable one stays)."""
+    return counts_for_source(backup) and str(backup.id) not in broken
+
+
+async def _good_bases(source: str | None) -> tuple[list[Backup], frozenset[str]]:
+    """The good base backups of a source, and those among them whose chain is broken."""
+    bases = [b for b in await Backup.find(good_query(source)).to_list()
+             if series_of(b) == "pitrBase"]
+    return bases, await unrestorable_bases(bases)
+
+
+def _counted_besides(bases: list[Backup], broken: frozenset[str],
+                     but: PydanticObjectId | None) -> int:
+    return sum(b.id != but and counted_in_series(b, broken) for b in bases)
 
 
 async def good_in_series(source: str | None, series: Series,
                          but: PydanticObjectId | None = None) -> int:
-    """The good backups of one series of a source other than `but`: what its minimum is
-    kept against. As in retention, a base backup whose WAL chain is broken does not count."""
+    """The backups of one series of a source, other than `but`, that its minimum is kept
+    against (`counted_in_series`)."""
     if series == "dumps":
         found = Backup.get_pymongo_collection().find(good_query(source), {"formatChain": 1})
         return sum([chain_series(raw.get("formatChain") or []) == series and raw["_id"] != but
                     async for raw in found])
-    bases = [b for b in await Backup.find(good_query(source)).to_list()
-             if series_of(b) == series and b.id != but]
-    broken = await unrestorable_bases(bases)
-    return sum(str(b.id) not in broken for b in bases)
+    return _counted_besides(*await _good_bases(source), but)
+
+
+async def series_standing(backup: Backup) -> tuple[bool, int]:
+    """Whether deleting `backup` lowers what its series' minimum is kept against, and how
+    many of the series count besides it (the WAL facts read once for a base backup)."""
+    if series_of(backup) == "dumps":
+        return counts_for_source(backup), await good_in_series(backup.source, "dumps",
+                                                                backup.id)
+    bases, broken = await _good_bases(backup.source)
+    return counted_in_series(backup, broken), _counted_besides(bases, broken, backup.id)
 
 
 async def unrestorable_bases(backups: list[Backup]) -> frozenset[str]:
@@ -232,9 +251,7 @@ def decide_series(backups: list[Backup], settings: Settings, now: datetime,
     for backup in backups:
         split[series_of(backup)].append(backup)
 
-    def counted(backup: Backup) -> bool:
-        return counts_for_source(backup) and str(backup.id) not in unrestorable
-
+    counted = partial(counted_in_series, broken=unrestorable)
     return [(series, part, decide(part, series_policy(series, settings), now,
                                   settings.system.timezone, NOUNS[series], counted))
             for series, part in split.items() if part]
@@ -297,10 +314,7 @@ async def _carry_out(targets: Targets, source: str | None, series: Series,
     """Remove what one series' decision lets go (unless a dry run) and tally the series
     (a base backup whose WAL chain is broken is not a good one)."""
     by_id = {b.id: b for b in backups}
-
-    def good_one(backup: Backup) -> bool:
-        return counts_for_source(backup) and str(backup.id) not in broken
-
+    good_one = partial(counted_in_series, broken=broken)
     gone = removed = 0
     for backup_id, reasons in decision.delete.items():
         backup = by_id[backup_id]

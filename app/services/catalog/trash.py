@@ -13,7 +13,7 @@ from app.models.backup import Backup, BackupStatus
 from app.models.common import utcnow
 from app.models.job import BackupJob, JobStatus
 from app.services.catalog.queries import get_backup, update_backup
-from app.services.catalog.retention import counts_in_series, good_in_series, series_of
+from app.services.catalog.retention import good_in_series, series_of, series_standing
 from app.services.databases.backup import remove_backup
 from app.services.storage import Targets, as_targets
 
@@ -80,10 +80,9 @@ async def delete_backup(settings: Settings, storage: Targets, backup_id: Pydanti
         await remove_backup(storage, backup, f"removed from the trash: {why}")
         return backup
     await _refuse_if_in_use(backup)
-    counted = not force and await counts_in_series(backup)
+    counted, besides = (False, 0) if force else await series_standing(backup)
     if counted:
-        await _refuse_below_minimum(
-            settings, backup, await good_in_series(backup.source, series_of(backup), backup.id))
+        await _refuse_below_minimum(settings, backup, besides)
     previous = backup.status
     moved = await update_backup(
         backup, only_if={"status": previous.value, "deletingSince": None},

@@ -10,7 +10,7 @@ import structlog
 from app.errors import AppError
 from app.services.catalog.db import MongoClient, ping_catalog
 from app.services.storage import LocalStorage, Storage, StorageTargets
-from app.services.storage.wrappers import StorageWrapper
+from app.services.storage.wrappers import backend_of
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ async def storage_reachable(storage: Storage, timeout: float = CHECK_TIMEOUT) ->
     """A local store's directory is there and writable; a remote one answers a listing."""
     try:
         async with asyncio.timeout(timeout):
-            backend = storage.unwrapped() if isinstance(storage, StorageWrapper) else storage
+            backend = backend_of(storage)
             if isinstance(backend, LocalStorage):
                 return await asyncio.to_thread(_local_usable, backend.root)
             # One page of an (empty) prefix: a round trip that reads nothing big.

@@ -16,7 +16,7 @@ from app.models.common import utcnow
 from app.models.doctor import CheckStatus, DoctorCheck
 from app.services.jobs.runner import error_text
 from app.services.storage import StorageTargets
-from app.services.storage.wrappers import StorageWrapper
+from app.services.storage.wrappers import backend_of
 
 RECENT_DAYS = 30
 HEADROOM = 2  # free space wanted, in multiples of the largest recent backup
@@ -81,8 +81,7 @@ def _reporting(targets: StorageTargets) -> list[tuple[str, ReportsFreeSpace]]:
     """The targets whose backend (under its wrappers) can report its free space."""
     found: list[tuple[str, ReportsFreeSpace]] = []
     for name in targets.names():
-        store = targets.named(name)
-        backend = store.unwrapped() if isinstance(store, StorageWrapper) else store
+        backend = backend_of(targets.named(name))
         if isinstance(backend, ReportsFreeSpace):
             found.append((name, backend))
     return found

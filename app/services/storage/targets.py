@@ -10,8 +10,8 @@ from app.services.storage.base import Storage
 from app.services.storage.local import LocalStorage
 from app.services.storage.wrappers import (
     RetryingStorage,
-    StorageWrapper,
     ThrottledStorage,
+    backend_of,
     is_throttled,
 )
 
@@ -157,7 +157,7 @@ class StorageTargets:
     async def close(self) -> None:
         """Close the backends that hold connections (SFTP), under their wrappers."""
         for store in self.stores.values():
-            backend = store.unwrapped() if isinstance(store, StorageWrapper) else store
+            backend = backend_of(store)
             close = getattr(backend, "close", None)
             if close is not None:
                 await close()

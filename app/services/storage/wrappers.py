@@ -52,8 +52,12 @@ class StorageWrapper:
 
     def unwrapped(self) -> Storage:
         """The backend under every wrapper."""
-        inner = self.inner
-        return inner.unwrapped() if isinstance(inner, StorageWrapper) else inner
+        return backend_of(self.inner)
+
+
+def backend_of(store: Storage) -> Storage:
+    """The backend under every wrapper of `store` (itself when it has none)."""
+    return store.unwrapped() if isinstance(store, StorageWrapper) else store
 
 
 class RetryingStorage(StorageWrapper):
